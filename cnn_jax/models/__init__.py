@@ -1,0 +1,12 @@
+"""The model zoo. `create(name)`, `list_models()`, `get_info(name)`; one file per family.
+
+Every model is a Flax NNX module taking NHWC images, `model(x, train=False)`, returning float32
+logits (models with auxiliary heads return `(logits, aux_logits)` when training with them on).
+"""
+
+from cnn_jax.models.registry import ModelInfo, create, get_info, list_models, register
+
+# Importing a family registers its models.
+from cnn_jax.models import alexnet  # noqa: F401  pylint: disable=g-bad-import-order
+
+__all__ = ['ModelInfo', 'create', 'get_info', 'list_models', 'register']

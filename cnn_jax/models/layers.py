@@ -1,0 +1,172 @@
+"""Layers shared by the model families, written to match the papers and PyTorch exactly.
+
+Everything is NHWC. Padding is always explicit: `pad(p)` gives PyTorch's symmetric padding,
+never XLA's 'SAME' (which pads (0, 1) for stride-2 layers on even inputs; reference.md §1.6).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = Any
+
+
+def pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  """PyTorch `padding=p` for a 2-D conv or pool: p on both sides of H and W."""
+  return ((p, p), (p, p))
+
+
+def _pool_window(
+    x: jax.Array, init: float, op, kernel: int, stride: int, padding: int, ceil_mode: bool
+) -> jax.Array:
+  """reduce_window over H and W with PyTorch's output-size rule (incl. `ceil_mode`)."""
+  pads = []
+  for size in x.shape[1:3]:
+    span = size + 2 * padding - kernel
+    if span < 0:
+      raise ValueError(f'pooling window {kernel} does not fit input of size {size} (padding {padding})')
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+      out -= 1  # PyTorch drops a last window that would start inside the right padding.
+    high = (out - 1) * stride + kernel - size - padding
+    pads.append((padding, high))
+  return jax.lax.reduce_window(
+      x, jnp.asarray(init, x.dtype), op, (1, kernel, kernel, 1), (1, stride, stride, 1),
+      ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False):
+  """`torch.nn.MaxPool2d(kernel, stride, padding, ceil_mode=...)`: padded cells are -inf."""
+  return _pool_window(x, -jnp.inf, jax.lax.max, kernel, stride, padding, ceil_mode)
+
+
+def avg_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False):
+  """`torch.nn.AvgPool2d(kernel, stride, padding)` with count_include_pad=True.
+
+  With `ceil_mode`, PyTorch excludes the cells beyond the right padding from the divisor; so do we.
+  """
+  summed = _pool_window(x, 0.0, jax.lax.add, kernel, stride, padding, ceil_mode)
+  if not ceil_mode:
+    return summed / (kernel * kernel)
+  ones = jnp.ones((1, x.shape[1] + 2 * padding, x.shape[2] + 2 * padding, 1), x.dtype)
+  counts = _pool_window(ones, 0.0, jax.lax.add, kernel, stride, 0, True)
+  return summed / counts
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: int | tuple[int, int]) -> jax.Array:
+  """`torch.nn.AdaptiveAvgPool2d`: bin i spans [floor(i*H/out), ceil((i+1)*H/out))."""
+  out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+  h, w = x.shape[1:3]
+  if (h, w) == (out_h, out_w):
+    return x
+  if out_h == out_w == 1:
+    return jnp.mean(x, axis=(1, 2), keepdims=True)
+
+  def bins(size, out):
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+  rows = [jnp.mean(x[:, a:b], axis=1) for a, b in bins(h, out_h)]
+  x = jnp.stack(rows, axis=1)
+  cols = [jnp.mean(x[:, :, a:b], axis=2) for a, b in bins(w, out_w)]
+  return jnp.stack(cols, axis=2)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """Mean over H and W: (N, H, W, C) -> (N, C)."""
+  return jnp.mean(x, axis=(1, 2))
+
+
+def local_response_norm(
+    x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+    groups: int = 1,
+) -> jax.Array:
+  """Krizhevsky et al. 2012, §3.3: b = a / (k + alpha * sum_{n neighbours} a^2) ** beta.
+
+  The sum runs over `size` adjacent channels centred on each channel, clipped at the edges, and
+  within each of `groups` channel groups (each GPU of the 2012 network normalised its own half).
+  Note alpha is *not* divided by `size` (torch.nn.LocalResponseNorm divides it).
+  """
+  n, h, w, c = x.shape
+  squares = jnp.square(x.astype(jnp.float32)).reshape(n, h, w, groups, c // groups)
+  half = size // 2
+  sums = jax.lax.reduce_window(
+      squares, 0.0, jax.lax.add, (1, 1, 1, 1, size), (1, 1, 1, 1, 1),
+      ((0, 0), (0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
+  scale = (k + alpha * sums.reshape(n, h, w, c)) ** -beta
+  return (x * scale).astype(x.dtype)
+
+
+def check_input_size(model_name: str, x: jax.Array, min_size: int) -> None:
+  """Raise a clear error when the image is too small for the network (at trace time)."""
+  if x.ndim != 4:
+    raise ValueError(f'{model_name} expects NHWC images of rank 4, got shape {x.shape}')
+  if min(x.shape[1:3]) < min_size:
+    raise ValueError(
+        f'{model_name} needs inputs of at least {min_size}x{min_size} pixels, got '
+        f'{x.shape[1]}x{x.shape[2]} (input shape {x.shape}). Resize the images or choose a '
+        f'larger image size in the config.')
+
+
+class ConvBN(nnx.Module):
+  """Conv (no bias) -> BatchNorm -> ReLU: torchvision's `BasicConv2d` and the ResNet/VGG-BN unit."""
+
+  def __init__(
+      self, in_ch: int, out_ch: int, kernel: int | Sequence[int], stride: int = 1,
+      padding: int | Sequence[int] = 0, *, eps: float = 1e-5, relu: bool = True,
+      scale_init=nnx.initializers.ones, kernel_init=None, dtype: Dtype = None,
+      rngs: nnx.Rngs,
+  ):
+    kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    self.conv = nnx.Conv(
+        in_ch, out_ch, kernel, stride, padding=((ph, ph), (pw, pw)), use_bias=False,
+        kernel_init=kernel_init or kaiming_normal_fan_out, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(out_ch, eps=eps, scale_init=scale_init, dtype=dtype, rngs=rngs)
+    self.relu = relu
+
+  def __call__(self, x, *, train: bool = False):
+    x = self.bn(self.conv(x), use_running_average=not train)
+    return nnx.relu(x) if self.relu else x
+
+
+def batch_norm(features: int, *, eps: float = 1e-5, dtype: Dtype = None, rngs: nnx.Rngs,
+               **kwargs) -> nnx.BatchNorm:
+  """BatchNorm with PyTorch's defaults: momentum 0.1 in PyTorch = 0.9 in Flax, eps 1e-5.
+
+  Under jit over a batch sharded across devices the statistics are global (synchronised BN).
+  """
+  return nnx.BatchNorm(features, momentum=0.9, epsilon=eps, dtype=dtype,
+                       use_fast_variance=False, rngs=rngs, **kwargs)
+
+
+# Initialisers used by several families.
+kaiming_normal_fan_out = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+"""torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu') for VGG/ResNet convs."""
+
+
+def torch_default_kernel_init(key, shape, dtype=jnp.float32):
+  """PyTorch's default Conv/Linear weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  fan_in = math.prod(shape[:-1])
+  bound = 1.0 / math.sqrt(fan_in)
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def torch_default_bias_init(fan_in: int):
+  """PyTorch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return functools.partial(_uniform, bound=bound)
+
+
+def _uniform(key, shape, dtype=jnp.float32, *, bound):
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def trunc_normal(std: float):
+  """torch.nn.init.trunc_normal_(std=std, a=-2, b=2) as torchvision's GoogLeNet/Inception use."""
+  return nnx.initializers.truncated_normal(stddev=std, lower=-2.0 / std, upper=2.0 / std)

@@ -1,0 +1,81 @@
+"""The model registry: a name -> constructor and the metadata a recipe or a tool needs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from flax import nnx
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """What is known about a registered model.
+
+  input_size: default (train and eval) crop; min_input_size: smallest image the network accepts;
+  eval_resize: short side before the centre crop (crop fraction = input_size / eval_resize);
+  params: the exact parameter count at 1000 classes and default options (tested);
+  top1/top5: published ImageNet-1k validation accuracy in %, with `source` saying where from.
+  """
+
+  name: str
+  constructor: Callable[..., nnx.Module]
+  kwargs: dict[str, Any]
+  family: str
+  paper: str
+  params: int | None  # None for the tiny test variants
+  input_size: int = 224
+  min_input_size: int = 32
+  eval_resize: int = 256
+  mean: tuple[float, float, float] = IMAGENET_MEAN
+  std: tuple[float, float, float] = IMAGENET_STD
+  top1: float | None = None
+  top5: float | None = None
+  source: str = ''
+  tiny: bool = False  # a small variant for tests and runlocal, not a published network
+
+  @property
+  def crop_fraction(self) -> float:
+    return self.input_size / self.eval_resize
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register(name: str, constructor: Callable[..., nnx.Module], **info) -> None:
+  """Register `constructor(num_classes=..., rngs=..., **kwargs)` under `name`."""
+  if name in _REGISTRY:
+    raise ValueError(f'model {name!r} is registered twice')
+  kwargs = info.pop('kwargs', {})
+  _REGISTRY[name] = ModelInfo(name=name, constructor=constructor, kwargs=kwargs, **info)
+
+
+def list_models(include_tiny: bool = True) -> list[str]:
+  """Names of the registered models, in registration order."""
+  return [n for n, i in _REGISTRY.items() if include_tiny or not i.tiny]
+
+
+def get_info(name: str) -> ModelInfo:
+  """The metadata of `name`; an unknown name raises a KeyError listing the known ones."""
+  try:
+    return _REGISTRY[name]
+  except KeyError:
+    raise KeyError(
+        f'unknown model {name!r}; known models: {", ".join(list_models())}') from None
+
+
+def create(name: str, num_classes: int = 1000, *, rngs: nnx.Rngs | None = None, seed: int = 0,
+           **kwargs) -> nnx.Module:
+  """Build the model `name`. `kwargs` override the registered defaults (dtype, aux_logits, ...).
+
+  `rngs` defaults to `nnx.Rngs(params=seed, dropout=seed + 1)`.
+  """
+  info = get_info(name)
+  if rngs is None:
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+  model = info.constructor(num_classes=num_classes, rngs=rngs, **{**info.kwargs, **kwargs})
+  model.name = name  # error messages name the registered model
+  return model

@@ -1,0 +1,74 @@
+"""Parameter and multiply-accumulate counts, computed from the models themselves.
+
+MACs are counted the way torchvision's `_ops` are (reference.md §1.1): multiplications of the
+convolutions and matrix products only, read off the model's jaxpr in eval mode. Nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+from flax import nnx
+
+from cnn_jax.models import registry
+
+
+def abstract_model(name: str, num_classes: int = 1000, **kwargs) -> nnx.Module:
+  """The model with ShapeDtypeStructs in place of arrays: no memory, no compute."""
+  return nnx.eval_shape(lambda: registry.create(name, num_classes, **kwargs))
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of trainable parameters (nnx.Param), BatchNorm statistics excluded."""
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _jaxpr_macs(jaxpr) -> int:
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      lhs, rhs = (v.aval for v in eqn.invars)
+      out = eqn.outvars[0].aval
+      dn = eqn.params['dimension_numbers']
+      # rhs spec: (out feature dim, in feature dim, *spatial dims)
+      kernel_in = rhs.shape[dn.rhs_spec[1]]
+      kernel_spatial = math.prod(rhs.shape[d] for d in dn.rhs_spec[2:])
+      total += math.prod(out.shape) * kernel_in * kernel_spatial
+    elif eqn.primitive.name == 'dot_general':
+      lhs = eqn.invars[0].aval
+      (contract_lhs, _), _ = eqn.params['dimension_numbers']
+      total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs.shape[d] for d in contract_lhs)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      total += _jaxpr_macs(sub)
+  return total
+
+
+def count_macs(model: nnx.Module, input_size: int, batch: int = 1) -> int:
+  """Multiply-accumulates of one eval-mode forward pass at `input_size` (per batch of `batch`)."""
+  graphdef, state = nnx.split(model)
+  x = jax.ShapeDtypeStruct((batch, input_size, input_size, 3), jnp.float32)
+
+  def forward(state, x):
+    out = nnx.merge(graphdef, state)(x, train=False)
+    return out
+
+  closed = jax.make_jaxpr(forward)(state, x)
+  return _jaxpr_macs(closed.jaxpr)
+
+
+def model_stats(name: str) -> dict:
+  """Parameters and GMACs of the registered model `name` at its default resolution."""
+  info = registry.get_info(name)
+  model = abstract_model(name)
+  return {
+      'name': name,
+      'params': count_params(model),
+      'gmacs': count_macs(model, info.input_size) / 1e9,
+      'input_size': info.input_size,
+      'top1': info.top1,
+      'top5': info.top5,
+      'source': info.source,
+  }
