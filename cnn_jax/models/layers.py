@@ -29,9 +29,9 @@ def _pool_window(
   pads = []
   for size in x.shape[1:3]:
     span = size + 2 * padding - kernel
-    if span < 0:
-      raise ValueError(f'pooling window {kernel} does not fit input of size {size} (padding {padding})')
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if out < 1:  # with ceil_mode PyTorch (and Caffe) keep one window that overhangs a small input
+      raise ValueError(f'pooling window {kernel} does not fit input of size {size} (padding {padding})')
     if ceil_mode and (out - 1) * stride >= size + padding:
       out -= 1  # PyTorch drops a last window that would start inside the right padding.
     high = (out - 1) * stride + kernel - size - padding
