@@ -9,5 +9,6 @@ from cnn_jax.models.registry import ModelInfo, create, get_info, list_models, re
 # Importing a family registers its models.
 from cnn_jax.models import alexnet  # noqa: F401  pylint: disable=g-bad-import-order
 from cnn_jax.models import nin  # noqa: F401
+from cnn_jax.models import vgg  # noqa: F401
 
 __all__ = ['ModelInfo', 'create', 'get_info', 'list_models', 'register']
