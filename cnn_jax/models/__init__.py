@@ -11,5 +11,6 @@ from cnn_jax.models import alexnet  # noqa: F401  pylint: disable=g-bad-import-o
 from cnn_jax.models import nin  # noqa: F401
 from cnn_jax.models import vgg  # noqa: F401
 from cnn_jax.models import squeezenet  # noqa: F401
+from cnn_jax.models import mobilenet  # noqa: F401
 
 __all__ = ['ModelInfo', 'create', 'get_info', 'list_models', 'register']
