@@ -1,0 +1,170 @@
+"""The input pipeline: sources (TFDS array_record, image folders, digits, Fashion-MNIST), the papers'
+transforms, and a grain loader that is deterministic, sharded per process and checkpointable.
+
+`make_loader(config.data, split, train=..., global_batch_size=..., seed=..., image_size=...)` returns an
+iterator of host batches `{'image': float32 (B, H, W, 3), 'label': int32 (B,), 'mask': bool (B,)}` with
+`get_state()` / `set_state()`; `num_examples` and `num_classes` describe a dataset.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import grain
+import numpy as np
+
+from cnn_jax.data import sources, transforms
+from cnn_jax.data.config import default_data_config
+
+__all__ = ['default_data_config', 'make_loader', 'num_classes', 'num_examples']
+
+DEFAULT_CROP_FRACTION = 0.875  # 224 / 256, when no model is named
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_source(name, data_dir, split, train_split):
+  cfg = default_data_config()
+  cfg.name, cfg.data_dir, cfg.train_split = name, data_dir, train_split
+  return sources.get_source(cfg, split)
+
+
+def _source(data_config, split):
+  return _cached_source(data_config.name, data_config.data_dir, split, data_config.train_split)
+
+
+def num_examples(data_config, split: str) -> int:
+  """The number of examples of `split`."""
+  return len(_source(data_config, split))
+
+
+def num_classes(data_config) -> int:
+  """The number of classes of the dataset."""
+  return _source(data_config, data_config.train_split).num_classes
+
+
+def _model_preprocessing(data_config, model_name):
+  """(mean, std, crop_fraction): data_config values, else the model's registry values, else ImageNet's."""
+  from cnn_jax import models  # pylint: disable=g-import-not-at-top
+  info = models.get_info(model_name) if model_name else None
+  mean = data_config.get('mean') or (info.mean if info else models.registry.IMAGENET_MEAN)
+  std = data_config.get('std') or (info.std if info else models.registry.IMAGENET_STD)
+  crop = data_config.get('crop_fraction') or (info.crop_fraction if info else DEFAULT_CROP_FRACTION)
+  if not 0 < crop <= 1:
+    raise ValueError(f'crop_fraction must be in (0, 1], got {crop}')
+  return tuple(mean), tuple(std), crop
+
+
+_skipped = 0  # corrupt images skipped in this process (each grain worker counts its own)
+
+
+def _count_skip(error: Exception) -> None:
+  global _skipped
+  _skipped += 1
+  logging.warning('skip_corrupt: skipped %d corrupt image(s) in this process so far; this one: %s',
+                  _skipped, error)
+
+
+class _TrainExample:
+  """Global shuffled position -> augmented example (None for a skipped corrupt image)."""
+
+  def __init__(self, source, transform, skip_corrupt):
+    self.source, self.transform, self.skip_corrupt = source, transform, skip_corrupt
+
+  def __call__(self, index, rng):
+    index = int(index)
+    record = self.source[index]
+    try:
+      image = transforms.decode_check(lambda: self.transform(record['image'], rng),
+                                      lambda: self.source.describe(index))
+    except transforms.CorruptImageError as e:
+      if not self.skip_corrupt:
+        raise
+      _count_skip(e)
+      return None
+    return {'image': image, 'label': np.int32(record['label']), 'mask': np.True_}
+
+
+class _EvalExample:
+  """Position in this process's padded shard -> example, or a masked-out pad."""
+
+  def __init__(self, source, transform, shard_indices, ten_crop, skip_corrupt):
+    self.source, self.transform, self.shard = source, transform, shard_indices
+    self.ten_crop, self.skip_corrupt = ten_crop, skip_corrupt
+    n = 10 if ten_crop else None
+    size = transform.size
+    self.pad_image = np.zeros(((n,) if n else ()) + (size, size, 3), np.float32)
+
+  def __call__(self, position):
+    position = int(position)
+    pad = {'image': self.pad_image, 'label': np.int32(0), 'mask': np.False_}
+    if position >= len(self.shard):
+      return pad
+    index = int(self.shard[position])
+    record = self.source[index]
+    fn = self.transform.ten_crop if self.ten_crop else self.transform
+    try:
+      image = transforms.decode_check(lambda: fn(record['image']),
+                                      lambda: self.source.describe(index))
+    except transforms.CorruptImageError as e:
+      if not self.skip_corrupt:
+        raise
+      _count_skip(e)
+      return pad
+    return {'image': image, 'label': np.int32(record['label']), 'mask': np.True_}
+
+
+def make_loader(data_config, split: str, *, train: bool, global_batch_size: int, seed: int,
+                image_size: int, model_name: str | None = None,
+                process_index: int | None = None, process_count: int | None = None,
+                ten_crop: bool = False):
+  """An iterator of host batches for this process: dicts of numpy arrays
+  {'image': float32 (B_local, image_size, image_size, 3) normalised with the model's mean/std
+   (registry metadata of `model_name`, or data_config.mean/std), 'label': int32 (B_local,),
+   'mask': bool (B_local,) -- False for padding examples}.
+
+  B_local = global_batch_size // process_count; process_index/count default to jax's.
+  train=True: globally shuffled with `seed` (reshuffled every epoch), repeats forever, this process
+    takes every process_count-th example, drops nothing but an incomplete last batch never occurs;
+    augmentation per data_config.augment; mask all True (corrupt images are skipped if skip_corrupt).
+  train=False: one pass in order; process p reads examples p, p + P, p + 2P, ...; every process yields
+    the same number of batches, the last ones padded with mask False; every example of the split
+    appears exactly once across processes. Eval transform: short side to image_size / crop_fraction,
+    centre crop. ten_crop=True gives images (B_local, 10, image_size, image_size, 3).
+  The iterator has get_state() -> dict and set_state(state) (a grain DatasetIterator): after
+  set_state, the next batches equal those of an uninterrupted iterator.
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if global_batch_size % process_count:
+    raise ValueError(f'global_batch_size {global_batch_size} is not divisible by the '
+                     f'{process_count} processes')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+  batch = global_batch_size // process_count
+  source = _source(data_config, split)
+  mean, std, crop_fraction = _model_preprocessing(data_config, model_name)
+  resize = round(image_size / crop_fraction)
+  n = len(source)
+  if train:
+    transform = transforms.Transform(data_config.augment, image_size, resize, mean, std)
+    ds = (grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
+          .random_map(_TrainExample(source, transform, data_config.skip_corrupt), seed=seed))
+    ds = ds[process_index::process_count]
+    if data_config.skip_corrupt:
+      ds = ds.filter(lambda e: e is not None)
+    ds = ds.to_iter_dataset().batch(batch, drop_remainder=True)
+  else:
+    transform = transforms.Transform(None, image_size, resize, mean, std)
+    shard = np.arange(process_index, n, process_count)
+    batches = math.ceil(math.ceil(n / process_count) / batch)
+    ds = (grain.MapDataset.range(batches * batch)
+          .map(_EvalExample(source, transform, shard, ten_crop, data_config.skip_corrupt))
+          .batch(batch).to_iter_dataset())
+  if data_config.num_workers:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=data_config.num_workers, per_worker_buffer_size=data_config.prefetch))
+  return iter(ds)

@@ -1,0 +1,41 @@
+"""The data section of a recipe: `config.data = default_data_config(); config.data.name = ...`."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Defaults for `cnn_jax.data.make_loader`; every field is documented here.
+
+  name: 'digits' (scikit-learn's 8x8 digits, embedded), 'fashion_mnist' (IDX files of Debian's
+    `dataset-fashion-mnist`, or `data_dir`), 'folder' (`data_dir/<class>/<image>`, classes sorted),
+    'imagenet2012' or any other TFDS name prepared as array_record under `data_dir`.
+  data_dir: the TFDS data_dir, the image-folder root, or the Fashion-MNIST IDX folder (None = default).
+  train_split / eval_split: split names (TFDS slicing such as 'train[:90%]' works for TFDS datasets;
+    'folder' reads `data_dir/<split>/<class>/<image>`).
+  augment: train augmentation, as the paper of that name defines it (see transforms.py):
+    'alexnet' (short side to S, centre square, random crop, flip, PCA lighting), 'vgg' (scale jittering),
+    'inception' (random-resized crop, area 8-100 %, aspect 3/4-4/3, flip), 'resnet' (scale
+    augmentation, flip) or 'none' (the eval transform).
+  crop_fraction: eval crop / resize (0.875 = 224/256); None takes the model's registry value.
+  num_workers: grain worker processes for reading and decoding (0 = in the main process).
+  prefetch: batches each worker keeps ready.
+  skip_corrupt: False = an image that fails to decode raises an error naming the record; True = it is
+    skipped (train) or masked out (eval), logged and counted.
+  mean / std: per-channel normalisation on the [0, 1] scale; None takes the model's registry values
+    (ImageNet's when no model is named).
+  """
+  c = ml_collections.ConfigDict()
+  c.name = 'digits'
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.train_split = 'train'
+  c.eval_split = 'test'
+  c.augment = 'none'
+  c.crop_fraction = ml_collections.FieldReference(None, field_type=float)
+  c.num_workers = 0
+  c.prefetch = 2
+  c.skip_corrupt = False
+  c.mean = ml_collections.FieldReference(None, field_type=tuple)
+  c.std = ml_collections.FieldReference(None, field_type=tuple)
+  return c

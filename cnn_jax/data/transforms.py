@@ -1,0 +1,180 @@
+"""Image transforms as the papers define them, on PIL with one resampling step per image.
+
+Every transform maps an encoded image (bytes) or a uint8 array (H, W, C), C in {1, 3}, to a float32
+(size, size, 3) array normalised as `(x / 255 - mean) / std`. Sizes scale with the crop: `size` is the
+network input and `resize = round(size / crop_fraction)` the short side the papers rescale to (256 for
+224 crops), so the papers' numbers hold exactly at 224 and scale proportionally elsewhere (digits at
+32 px, say). Gray (digits, Fashion-MNIST, grayscale JPEGs), CMYK, palette and PNG images all decode to RGB.
+
+Speed: a transform first computes its crop box in the coordinates of the stored image, then asks
+libjpeg to decode at a reduced scale (PIL `Image.draft`, a DCT-domain 1/2, 1/4 or 1/8 downscale) only
+as far as the output still has at least the box's resolution, and finally resamples the box to the
+output size in one antialiased bilinear `Image.resize(box=...)` (the same filter as torchvision's
+`antialias=True`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+# PCA of ImageNet training-set RGB pixels on the [0, 1] scale, used for AlexNet's colour augmentation
+# (Krizhevsky et al. 2012, §4.1). The paper does not publish them; these are the values of
+# facebook/fb.resnet.torch, datasets/imagenet.lua (`pca`), also used by its `Lighting` transform.
+# Columns of PCA_EIGVEC are the eigenvectors p_i, PCA_EIGVAL the eigenvalues lambda_i.
+PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
+PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                       [-0.5808, -0.0045, -0.8140],
+                       [-0.5836, -0.6948, 0.4203]], np.float32)
+LIGHTING_STD = 0.1  # sigma of the alpha_i ~ N(0, 0.1), AlexNet §4.1
+
+AUGMENTATIONS = ('alexnet', 'vgg', 'inception', 'resnet', 'none')
+
+
+class CorruptImageError(ValueError):
+  """An image that cannot be decoded; the message names the record."""
+
+
+Box = tuple[float, float, float, float]  # (left, upper, right, lower) in stored-image pixels
+
+
+def open_image(data) -> Image.Image:
+  """A lazily decoded PIL image from encoded bytes or a uint8 (H, W, C) array."""
+  if isinstance(data, np.ndarray):
+    return Image.fromarray(data[..., 0] if data.shape[-1] == 1 else data)
+  return Image.open(io.BytesIO(data))
+
+
+def crop_resize(img: Image.Image, box: Box, out: tuple[int, int]) -> np.ndarray:
+  """Resample `box` of `img` to `out` = (width, height) RGB uint8, decoding JPEGs at reduced scale."""
+  w, h = img.size
+  if img.format == 'JPEG':
+    # The smallest DCT scale whose image still has >= `out` pixels across the box.
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    img.draft('RGB', (math.ceil(w * out[0] / bw), math.ceil(h * out[1] / bh)))
+    sx, sy = img.size[0] / w, img.size[1] / h
+    box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+  if img.mode not in ('RGB', 'L'):  # CMYK, palette, RGBA, 16-bit ... -> RGB before filtering
+    img = img.convert('RGB')
+  img = img.resize(out, Image.Resampling.BILINEAR, box=box)
+  if img.mode != 'RGB':
+    img = img.convert('RGB')
+  return np.asarray(img)
+
+
+def short_side_box(w: int, h: int, resize: float, size: int, x: float, y: float) -> Box:
+  """The box of a `size` crop at (x, y) of the image rescaled so that its short side is `resize`."""
+  s = resize / min(w, h)
+  return (x / s, y / s, (x + size) / s, (y + size) / s)
+
+
+def centre_box(w: int, h: int, resize: float, size: int) -> Box:
+  """Eval: resize the short side to `resize`, centre crop `size` (torchvision Resize + CenterCrop)."""
+  s = resize / min(w, h)
+  return short_side_box(w, h, resize, size, (w * s - size) / 2, (h * s - size) / 2)
+
+
+def alexnet_box(w, h, resize, size, rng) -> Box:
+  """AlexNet §2/§4.1: short side to `resize` (256), central resize x resize square, random size crop."""
+  s = resize / min(w, h)
+  x0, y0 = (w * s - resize) / 2, (h * s - resize) / 2
+  dx, dy = rng.integers(0, resize - size, endpoint=True, size=2)
+  return short_side_box(w, h, resize, size, x0 + dx, y0 + dy)
+
+
+def scale_jitter_box(w, h, s_min, s_max, size, rng) -> Box:
+  """VGG §3.1 / ResNet §3.4: short side S uniform in [s_min, s_max], random size crop of the whole image."""
+  s_short = int(rng.integers(s_min, s_max, endpoint=True))
+  s = s_short / min(w, h)
+  x = rng.integers(0, max(0, math.floor(w * s) - size), endpoint=True)
+  y = rng.integers(0, max(0, math.floor(h * s) - size), endpoint=True)
+  return short_side_box(w, h, s_short, size, x, y)
+
+
+def random_resized_box(w, h, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Box:
+  """GoogLeNet §6: a patch of 8-100 % of the area, aspect ratio in [3/4, 4/3] (log-uniform).
+
+  Ten tries as torchvision's RandomResizedCrop; then the largest centred box within the ratio range.
+  """
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target = w * h * rng.uniform(*area)
+    r = math.exp(rng.uniform(*log_ratio))
+    cw, ch = round(math.sqrt(target * r)), round(math.sqrt(target / r))
+    if 0 < cw <= w and 0 < ch <= h:
+      x, y = rng.integers(0, w - cw, endpoint=True), rng.integers(0, h - ch, endpoint=True)
+      return (x, y, x + cw, y + ch)
+  r = w / h
+  cw, ch = (w, round(w / ratio[0])) if r < ratio[0] else (
+      (round(h * ratio[1]), h) if r > ratio[1] else (w, h))
+  return ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
+
+
+def lighting(x01: np.ndarray, rng) -> np.ndarray:
+  """AlexNet §4.1 PCA colour noise: add sum_i p_i alpha_i lambda_i, alpha_i ~ N(0, 0.1), to every pixel."""
+  alpha = rng.normal(0.0, LIGHTING_STD, size=3).astype(np.float32)
+  return x01 + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+
+
+class Transform:
+  """Decode, crop, resize, (flip, lighting), normalise: the train or eval transform of one recipe.
+
+  `__call__(data, rng)` returns float32 (size, size, 3); `ten_crop(data)` returns (10, size, size, 3):
+  the four corners and the centre of the central resize x resize square (AlexNet §4.1 "test time"),
+  then the same five flipped horizontally.
+  """
+
+  def __init__(self, augment: str | None, size: int, resize: int, mean: Sequence[float],
+               std: Sequence[float]):
+    if augment is not None and augment not in AUGMENTATIONS:
+      raise ValueError(f'unknown augment {augment!r}; choose one of {AUGMENTATIONS}')
+    if resize < size:
+      raise ValueError(f'resize {resize} < crop {size}: crop_fraction must be <= 1')
+    self.augment = None if augment == 'none' else augment
+    self.size, self.resize = size, resize
+    self.scale = (np.float32(1 / 255) / np.asarray(std, np.float32))
+    self.offset = -np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+
+  def _box(self, w: int, h: int, rng) -> Box:
+    size, resize, a = self.size, self.resize, self.augment
+    if a is None:
+      return centre_box(w, h, resize, size)
+    if a == 'alexnet':
+      return alexnet_box(w, h, resize, size, rng)
+    if a == 'vgg':  # S in [256, 512] at 224
+      return scale_jitter_box(w, h, resize, 2 * resize, size, rng)
+    if a == 'resnet':  # S in [256, 480] at 224
+      return scale_jitter_box(w, h, resize, round(resize * 480 / 256), size, rng)
+    return random_resized_box(w, h, rng)
+
+  def __call__(self, data, rng: np.random.Generator | None = None) -> np.ndarray:
+    img = open_image(data)
+    x = crop_resize(img, self._box(*img.size, rng), (self.size, self.size))
+    if self.augment is not None and rng.random() < 0.5:
+      x = x[:, ::-1]
+    if self.augment in ('alexnet', 'vgg', 'resnet'):  # VGG §3.1 and ResNet §3.4 reuse AlexNet's
+      return (lighting(x.astype(np.float32) * np.float32(1 / 255), rng) * (self.scale * 255)
+              + self.offset).astype(np.float32)
+    return (x * self.scale + self.offset).astype(np.float32)
+
+  def ten_crop(self, data) -> np.ndarray:
+    img = open_image(data)
+    w, h = img.size
+    r, size = self.resize, self.size
+    x = crop_resize(img, centre_box(w, h, r, r), (r, r))
+    e, c = r - size, (r - size) // 2
+    views = [x[y:y + size, x0:x0 + size] for x0, y in ((0, 0), (e, 0), (0, e), (e, e), (c, c))]
+    views += [v[:, ::-1] for v in views]
+    return (np.stack(views) * self.scale + self.offset).astype(np.float32)
+
+
+def decode_check(fn: Callable, describe: Callable[[], str]):
+  """Run `fn()`, turning any decoding failure into a CorruptImageError naming the record."""
+  try:
+    return fn()
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise CorruptImageError(f'cannot decode the image of {describe()}: {type(e).__name__}: {e}') from e
