@@ -149,6 +149,10 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
   mean, std, crop_fraction = _model_preprocessing(data_config, model_name)
   resize = round(image_size / crop_fraction)
   n = len(source)
+  # Threads per process that read and transform ahead (PIL releases the GIL while decoding and
+  # resizing); a short buffer, since grain scans it on every element.
+  read_options = grain.ReadOptions(num_threads=data_config.read_threads,
+                                   prefetch_buffer_size=max(2 * data_config.read_threads, 16))
   if train:
     transform = transforms.Transform(data_config.augment, image_size, resize, mean, std)
     ds = (grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
@@ -156,14 +160,14 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
     ds = ds[process_index::process_count]
     if data_config.skip_corrupt:
       ds = ds.filter(lambda e: e is not None)
-    ds = ds.to_iter_dataset().batch(batch, drop_remainder=True)
+    ds = ds.to_iter_dataset(read_options).batch(batch, drop_remainder=True)
   else:
     transform = transforms.Transform(None, image_size, resize, mean, std)
     shard = np.arange(process_index, n, process_count)
     batches = math.ceil(math.ceil(n / process_count) / batch)
     ds = (grain.MapDataset.range(batches * batch)
           .map(_EvalExample(source, transform, shard, ten_crop, data_config.skip_corrupt))
-          .batch(batch).to_iter_dataset())
+          .batch(batch).to_iter_dataset(read_options))
   if data_config.num_workers:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=data_config.num_workers, per_worker_buffer_size=data_config.prefetch))
