@@ -10,6 +10,7 @@ from cnn_jax.models.registry import ModelInfo, create, get_info, list_models, re
 from cnn_jax.models import alexnet  # noqa: F401  pylint: disable=g-bad-import-order
 from cnn_jax.models import nin  # noqa: F401
 from cnn_jax.models import vgg  # noqa: F401
+from cnn_jax.models import resnet  # noqa: F401
 from cnn_jax.models import squeezenet  # noqa: F401
 from cnn_jax.models import mobilenet  # noqa: F401
 
