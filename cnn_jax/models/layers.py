@@ -36,8 +36,12 @@ def _pool_window(
       out -= 1  # PyTorch drops a last window that would start inside the right padding.
     high = (out - 1) * stride + kernel - size - padding
     pads.append((padding, high))
+  # Rows/columns no window reaches are cropped rather than negatively padded, and `init` stays a
+  # Python scalar: both keep reduce_window differentiable under jit (max/sum monoid primitives).
+  x = x[:, :x.shape[1] + min(pads[0][1], 0), :x.shape[2] + min(pads[1][1], 0)]
+  pads = [(lo, max(hi, 0)) for lo, hi in pads]
   return jax.lax.reduce_window(
-      x, jnp.asarray(init, x.dtype), op, (1, kernel, kernel, 1), (1, stride, stride, 1),
+      x, init, op, (1, kernel, kernel, 1), (1, stride, stride, 1),
       ((0, 0), pads[0], pads[1], (0, 0)))
 
 
