@@ -11,6 +11,7 @@ from cnn_jax.models import alexnet  # noqa: F401  pylint: disable=g-bad-import-o
 from cnn_jax.models import nin  # noqa: F401
 from cnn_jax.models import vgg  # noqa: F401
 from cnn_jax.models import resnet  # noqa: F401
+from cnn_jax.models import googlenet  # noqa: F401
 from cnn_jax.models import squeezenet  # noqa: F401
 from cnn_jax.models import mobilenet  # noqa: F401
 from cnn_jax.models import densenet  # noqa: F401
