@@ -1,0 +1,87 @@
+"""Orbax checkpoints of a training run: train state, data-iterator state and what model it belongs to.
+
+`<workdir>/checkpoints/<step>/` holds two items:
+- `state`: the train state pytree (params, BatchNorm statistics, optimizer state incl. learning
+  rate, step, RNG key, EMA and plateau state), restored onto the *current* mesh's shardings, so a
+  checkpoint written on 8 devices restores on 1 and the reverse;
+- `data`: grain's iterator state as JSON (`grain.checkpoint.CheckpointSave`), one file per process.
+The step's custom metadata names the model, its class count and image size; a workdir holding another
+model's checkpoint is refused. Saving is asynchronous; an interrupted save leaves a temporary directory
+that is ignored and cleaned up, so the latest *finished* checkpoint is always intact.
+Retention: the latest `keep` checkpoints, plus the one with the lowest validation top-1 error.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+class IncompatibleCheckpointError(ValueError):
+  """The workdir holds a checkpoint of a different model or setup."""
+
+
+class Checkpointer:
+  """Save / resume a run in `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int, identity: Mapping[str, Any],
+               async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.identity = dict(identity)
+    preservation = policies.AnyPreservationPolicy([
+        policies.LatestN(keep),
+        policies.BestN(get_metric_fn=lambda m: m['top1_error'], reverse=True, n=1,
+                       keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=preservation, enable_async_checkpointing=async_save, create=True,
+        cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=('state', 'data'))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: Any,
+           metrics: Mapping[str, float] | None = None) -> None:
+    """Start saving `state` and the iterator position (the iterator state is read now)."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=grain.checkpoint.CheckpointSave(data_iterator))
+    self.manager.save(step, args=args, metrics=dict(metrics) if metrics else None,
+                      custom_metadata=self.identity, force=True)
+
+  def check_compatible(self, step: int) -> None:
+    """Refuse to resume from a checkpoint of another model / class count / image size."""
+    saved = self.manager.metadata(step).custom_metadata or {}
+    diffs = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
+    if diffs:
+      detail = '; '.join(f'{k}: checkpoint has {a!r}, this config has {b!r}'
+                         for k, (a, b) in diffs.items())
+      raise IncompatibleCheckpointError(
+          f'{self.directory} holds a checkpoint (step {step}) of a different run ({detail}). '
+          'Refusing to resume: use another --workdir, or delete that directory to start over.')
+
+  def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+    """The train state at `step` with `abstract_state`'s shardings; the iterator is repositioned."""
+    self.check_compatible(step)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    return restored['state']
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract(state: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying the target shardings, to restore onto the current mesh."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)

@@ -1,0 +1,193 @@
+"""Config helpers shared by the recipes in configs/: the trainer's fields, `:arg` parsing, runlocal, checks.
+
+A recipe is `get_config(arg=None)`: it starts from `base_config()` (every field the trainer reads, with
+its meaning) and sets every number of its paper's recipe. `arg` is the text after the colon in
+`--config=configs/resnet.py:depth=50,runlocal`.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import ml_collections
+
+from cnn_jax import models
+from cnn_jax.data.config import default_data_config
+
+OPTIMIZERS = ('sgd', 'rmsprop')
+SCHEDULES = ('constant', 'step', 'plateau', 'exponential', 'warmup_cosine')
+DECAY_MASKS = ('all', 'kernels')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field `trainer.train_and_evaluate` reads, with neutral defaults.
+
+  model.name / model.kwargs: registry name and constructor overrides (`cnn_jax.models.create`).
+  data: `cnn_jax.data.config.default_data_config()`.
+  image_size: train crop and eval size in pixels. num_classes: None = from the dataset.
+  batch_size / eval_batch_size: global (all devices, all processes).
+  num_epochs / num_train_steps: training length; num_train_steps > 0 wins.
+  optimizer: name 'sgd' (PyTorch-style momentum: v = m v + g, w -= lr v) or 'rmsprop' (TF-style,
+    eps inside the square root); weight_decay is coupled L2 (added to the gradient before momentum)
+    on the parameters chosen by decay_mask: 'all' or 'kernels' (conv/dense weights, not biases or BN);
+    grad_clip_norm: clip by global norm (0 = off).
+  schedule: name in SCHEDULES. 'step': lr x factor at each of boundaries_epochs. 'plateau': lr x factor
+    when the validation top-1 error has not improved (rtol) for `patience` evaluations, at most
+    max_reductions times (optax.contrib.reduce_on_plateau). 'exponential': lr x factor every
+    decay_epochs (staircase). 'warmup_cosine': linear warmup over warmup_epochs, then cosine to 0.
+  label_smoothing: epsilon of Szegedy et al. 2016 §7. aux_loss_weight: weight of auxiliary heads' loss.
+  ema_decay: parameter moving average, evaluated instead of the raw parameters (0 = off).
+  grad_accum_steps: split each batch into this many micro-batches (same update, less memory).
+  mesh_shape: devices per mesh axis, -1 = the rest. half_precision: bfloat16 compute, float32
+    parameters, optimizer state and loss.
+  log_every_steps; eval_every_steps (0 = once per epoch); checkpoint_every_steps (0 = at each eval);
+  keep_checkpoints: the latest N are kept, plus the one with the best validation top-1.
+  """
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict({'name': '', 'kwargs': ml_collections.ConfigDict()})
+  c.data = default_data_config()
+  c.image_size = 224
+  c.num_classes = ml_collections.FieldReference(None, field_type=int)
+  c.batch_size = 256
+  c.eval_batch_size = 256
+  c.num_epochs = 90.0
+  c.num_train_steps = -1
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'sgd'
+  c.optimizer.lr = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.decay_mask = 'all'
+  c.optimizer.rmsprop_decay = 0.9
+  c.optimizer.eps = 1.0
+  c.optimizer.grad_clip_norm = 0.0
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = 'constant'
+  c.schedule.factor = 0.1
+  c.schedule.boundaries_epochs = (30.0, 60.0)
+  c.schedule.patience = 1
+  c.schedule.rtol = 1e-4
+  c.schedule.cooldown = 0
+  c.schedule.max_reductions = 3
+  c.schedule.decay_epochs = 2.0
+  c.schedule.warmup_epochs = 0.0
+
+  c.label_smoothing = 0.0
+  c.aux_loss_weight = 0.0
+  c.ema_decay = 0.0
+  c.grad_accum_steps = 1
+  c.mesh_shape = ml_collections.ConfigDict({'data': -1, 'model': 1})
+  c.half_precision = False
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 0
+  c.checkpoint_every_steps = 0
+  c.keep_checkpoints = 3
+  c.seed = 0
+  return c
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'depth=50,runlocal' -> {'depth': 50, 'runlocal': True, **other defaults}.
+
+  Values are Python literals where they parse as one (50, 0.1, True), else strings. Only keys in
+  `defaults` are accepted, so a typo fails with the list of valid ones.
+  """
+  out = ml_collections.ConfigDict({'runlocal': False, **defaults})
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    key = key.strip()
+    if key not in out:
+      raise ValueError(f'unknown config argument {key!r} in {arg!r}; valid: {sorted(out.keys())}')
+    if not sep:
+      out[key] = True
+      continue
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
+    if out[key] is not None and type(parsed) is not type(out[key]):  # pylint: disable=unidiomatic-typecheck
+      raise ValueError(f'config argument {key}={value!r}: expected a {type(out[key]).__name__}')
+    out[key] = parsed
+  return out
+
+
+def apply_runlocal(c: ml_collections.ConfigDict, model_name: str, image_size: int,
+                   num_train_steps: int = 6) -> ml_collections.ConfigDict:
+  """Shrink a recipe to a few steps of `model_name` (a tiny variant) on the embedded digits data.
+
+  Keeps the recipe's optimizer, schedule type, loss and EMA settings so that those code paths run.
+  """
+  c.model.name = model_name
+  c.model.kwargs = ml_collections.ConfigDict()
+  c.data = default_data_config()
+  c.image_size = image_size
+  c.num_classes = None
+  c.batch_size = 16
+  c.eval_batch_size = 128
+  c.num_train_steps = num_train_steps
+  c.schedule.boundaries_epochs = tuple(float(i + 1) for i in range(len(c.schedule.boundaries_epochs)))
+  c.schedule.warmup_epochs = min(c.schedule.warmup_epochs, 0.1)
+  c.schedule.decay_epochs = min(c.schedule.decay_epochs, 0.1)
+  c.grad_accum_steps = 1
+  c.log_every_steps = 2
+  c.eval_every_steps = num_train_steps
+  c.checkpoint_every_steps = num_train_steps
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Fail before anything is compiled when a field is unknown, mistyped or inconsistent."""
+  _check_keys(config, base_config(), '')
+  info = models.get_info(config.model.name)
+  if config.image_size < info.min_input_size:
+    raise ValueError(
+        f'image_size={config.image_size} is too small for {config.model.name}, which needs at least '
+        f'{info.min_input_size}x{info.min_input_size} pixels; set --config.image_size >= '
+        f'{info.min_input_size} (its default is {info.input_size})')
+  _check_choice('optimizer.name', config.optimizer.name, OPTIMIZERS)
+  _check_choice('optimizer.decay_mask', config.optimizer.decay_mask, DECAY_MASKS)
+  _check_choice('schedule.name', config.schedule.name, SCHEDULES)
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError('set num_epochs > 0 or num_train_steps > 0')
+  if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+    raise ValueError(f'batch_size={config.batch_size} must be a multiple of grad_accum_steps='
+                     f'{config.grad_accum_steps}')
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ValueError(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off)')
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f'{name}={value!r} is not one of {choices}')
+
+
+def _check_keys(config, reference, prefix: str) -> None:
+  """Every key of `config` must exist in `reference` with a compatible type (model.kwargs is free)."""
+  for key, value in config.items():
+    path = f'{prefix}{key}'
+    if path == 'model.kwargs':
+      continue
+    if key not in reference:
+      raise ValueError(f'unknown config key {path!r}; valid keys here: {sorted(reference.keys())}')
+    ref = reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise TypeError(f'config key {path!r} must be a ConfigDict, got {value!r}')
+      _check_keys(value, ref, path + '.')
+    elif value is not None and ref is not None and not _compatible(value, ref):
+      raise TypeError(f'config key {path!r} = {value!r} should be a {type(ref).__name__}')
+
+
+def _compatible(value, ref) -> bool:
+  if isinstance(ref, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(ref, bool)
+  if isinstance(ref, float):
+    return isinstance(value, (int, float))
+  if isinstance(ref, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(ref))

@@ -1,0 +1,98 @@
+"""Optimizers and learning-rate schedules of the papers, built from optax.
+
+- SGD with momentum and coupled L2 weight decay, as Krizhevsky et al. 2012 §5, Simonyan & Zisserman
+  2015 §3.1 and He et al. 2016 §3.4 apply it: the decay term is added to the gradient before the
+  momentum (`add_decayed_weights` before `sgd`). The learning rate multiplies the momentum buffer
+  (PyTorch's form); with a constant rate this equals the paper's `v <- 0.9 v - wd lr w - lr g`.
+- RMSProp as Szegedy et al. 2016 §8 (TensorFlow's: decay 0.9, momentum 0.9, eps 1.0 inside the root,
+  mean-square accumulator starting at 1), with gradient clipping.
+- Schedules: constant, step, exponential (x0.94 every 2 epochs), warmup + cosine, and "divide by 10
+  when the validation error plateaus" via `optax.contrib.reduce_on_plateau` fed once per evaluation.
+
+The learning rate is an injected hyperparameter (`optax.inject_hyperparams`): it is in the optimizer
+state, so it is logged, checkpointed, and set by the plateau rule between steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def decay_mask(rule: str) -> Callable[[Any], Any] | None:
+  """Which parameters weight decay applies to: 'all', or 'kernels' (rank >= 2: conv and dense weights,
+  not biases or BatchNorm scale/offset, as cuda-convnet's per-layer `wc` did for AlexNet)."""
+  if rule == 'all':
+    return None
+  if rule == 'kernels':
+    return lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  raise ValueError(f"decay_mask={rule!r}: use 'all' or 'kernels'")
+
+
+def make_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule | float:
+  """The learning rate as a function of the optimizer step (plateau: the constant base rate)."""
+  name = cfg.name
+  if name in ('constant', 'plateau'):
+    return base_lr
+  if name == 'step':
+    bounds = {round(e * steps_per_epoch): cfg.factor for e in cfg.boundaries_epochs}
+    return optax.piecewise_constant_schedule(base_lr, bounds)
+  if name == 'exponential':
+    return optax.exponential_decay(base_lr, max(1, round(cfg.decay_epochs * steps_per_epoch)),
+                                   cfg.factor, staircase=True)
+  if name == 'warmup_cosine':
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup, max(total_steps, warmup + 1))
+  raise ValueError(f'unknown schedule {name!r}')
+
+
+def _transform(learning_rate, *, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  parts = []
+  if cfg.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+  if cfg.weight_decay:
+    parts.append(optax.add_decayed_weights(cfg.weight_decay, decay_mask(cfg.decay_mask)))
+  if cfg.name == 'sgd':
+    parts.append(optax.sgd(learning_rate, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
+  elif cfg.name == 'rmsprop':
+    parts.append(optax.rmsprop(learning_rate, decay=cfg.rmsprop_decay, eps=cfg.eps,
+                               initial_scale=1.0, momentum=cfg.momentum or None,
+                               nesterov=cfg.nesterov))
+  else:
+    raise ValueError(f"optimizer.name={cfg.name!r}: use 'sgd' or 'rmsprop'")
+  return optax.chain(*parts)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   total_steps: int) -> optax.GradientTransformation:
+  """The recipe's optimizer with its schedule injected as the `learning_rate` hyperparameter."""
+  schedule = make_schedule(config.schedule, config.optimizer.lr, steps_per_epoch, total_steps)
+  factory = functools.partial(_transform, cfg=config.optimizer)
+  return optax.inject_hyperparams(factory)(learning_rate=schedule)
+
+
+def make_plateau(cfg: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs | None:
+  """The plateau rule, updated with the validation top-1 error after each evaluation (or None)."""
+  if cfg.name != 'plateau':
+    return None
+  return optax.contrib.reduce_on_plateau(
+      factor=cfg.factor, patience=cfg.patience, rtol=cfg.rtol, cooldown=cfg.cooldown,
+      min_scale=cfg.factor ** cfg.max_reductions)
+
+
+def learning_rate(opt_state) -> jax.Array:
+  """The learning rate the last update used (from the injected hyperparameters)."""
+  return opt_state.hyperparams['learning_rate']
+
+
+def set_learning_rate(opt_state, value) -> Any:
+  """A copy of `opt_state` whose next updates use `value` (for the plateau rule)."""
+  hyper = dict(opt_state.hyperparams)
+  hyper['learning_rate'] = jnp.asarray(value, hyper['learning_rate'].dtype)
+  return opt_state._replace(hyperparams=hyper)

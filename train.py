@@ -1,0 +1,34 @@
+"""Train a recipe: `python train.py --config=configs/<recipe>.py[:args] --workdir=DIR [--config.x=y]`.
+
+Running again with the same --workdir resumes from its latest checkpoint. See cnn_jax/trainer.py.
+"""
+
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from cnn_jax import trainer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A recipe in configs/, optionally with arguments: configs/resnet.py:depth=50')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and the resolved config go here.')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', '~/.cache/cnn_jax/xla',
+    'Persistent XLA compilation cache (makes restarts and resumes start faster); "" = off.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _CACHE.value:
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(_CACHE.value))
+  # Orbax logs every checkpoint step at INFO; keep the console to the training lines.
+  logging.get_absl_handler().addFilter(lambda record: '/orbax/' not in record.pathname)
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
