@@ -12,6 +12,7 @@ from cnn_jax.models import nin  # noqa: F401
 from cnn_jax.models import vgg  # noqa: F401
 from cnn_jax.models import resnet  # noqa: F401
 from cnn_jax.models import googlenet  # noqa: F401
+from cnn_jax.models import inception  # noqa: F401
 from cnn_jax.models import squeezenet  # noqa: F401
 from cnn_jax.models import mobilenet  # noqa: F401
 from cnn_jax.models import densenet  # noqa: F401
