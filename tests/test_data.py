@@ -94,3 +94,16 @@ def test_eval_counts_every_example_once(process_count):
                               process_index=0, process_count=1)
   full = next(expected)['image']
   assert sorted(x.tobytes() for x in seen) == sorted(x.tobytes() for x in full)
+
+
+@pytest.mark.slow  # starting grain's worker processes takes ~10-20 s here
+def test_worker_processes_give_the_same_batches():
+  make = lambda workers: data.make_loader(
+      _config(name='digits', augment='vgg', num_workers=workers), 'train', train=True,
+      global_batch_size=8, seed=2, image_size=16, process_index=0, process_count=1)
+  it = make(2)
+  # Worker k makes batches k, k + 2, ...: the stream does not depend on the number of workers.
+  for x, y in zip(_take(make(0), 5), _take(it, 5)):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+  assert it.get_state()  # grain's multi-process state (restoring it is grain's own, tested there)

@@ -67,23 +67,29 @@ def _count_skip(error: Exception) -> None:
 
 
 class _TrainExample:
-  """Global shuffled position -> augmented example (None for a skipped corrupt image)."""
+  """Shuffled record index -> augmented example.
+
+  With skip_corrupt, a corrupt image is skipped and replaced by a random other record (drawn from the
+  example's own rng, so still deterministic): batches stay full and their order does not depend on
+  the number of workers.
+  """
 
   def __init__(self, source, transform, skip_corrupt):
     self.source, self.transform, self.skip_corrupt = source, transform, skip_corrupt
 
   def __call__(self, index, rng):
     index = int(index)
-    record = self.source[index]
-    try:
-      image = transforms.decode_check(lambda: self.transform(record['image'], rng),
-                                      lambda: self.source.describe(index))
-    except transforms.CorruptImageError as e:
-      if not self.skip_corrupt:
-        raise
-      _count_skip(e)
-      return None
-    return {'image': image, 'label': np.int32(record['label']), 'mask': np.True_}
+    while True:
+      record = self.source[index]
+      try:
+        image = transforms.decode_check(lambda: self.transform(record['image'], rng),
+                                        lambda: self.source.describe(index))  # pylint: disable=cell-var-from-loop
+        return {'image': image, 'label': np.int32(record['label']), 'mask': np.True_}
+      except transforms.CorruptImageError as e:
+        if not self.skip_corrupt:
+          raise
+        _count_skip(e)
+        index = int(rng.integers(len(self.source)))
 
 
 class _EvalExample:
@@ -125,9 +131,10 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
    'mask': bool (B_local,) -- False for padding examples}.
 
   B_local = global_batch_size // process_count; process_index/count default to jax's.
-  train=True: globally shuffled with `seed` (reshuffled every epoch), repeats forever, this process
-    takes every process_count-th example, drops nothing but an incomplete last batch never occurs;
-    augmentation per data_config.augment; mask all True (corrupt images are skipped if skip_corrupt).
+  train=True: globally shuffled with `seed` (reshuffled every epoch), repeats forever (epochs run
+    into each other, so no batch is ever short), this process takes every process_count-th example;
+    augmentation per data_config.augment, seeded per example; mask all True. With skip_corrupt a
+    corrupt image is skipped (logged, counted) and a random other record takes its place.
   train=False: one pass in order; process p reads examples p, p + P, p + 2P, ...; every process yields
     the same number of batches, the last ones padded with mask False; every example of the split
     appears exactly once across processes. Eval transform: short side to image_size / crop_fraction,
@@ -149,26 +156,29 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
   mean, std, crop_fraction = _model_preprocessing(data_config, model_name)
   resize = round(image_size / crop_fraction)
   n = len(source)
-  # Threads per process that read and transform ahead (PIL releases the GIL while decoding and
-  # resizing); a short buffer, since grain scans it on every element.
+  # Threads per process (or per worker) that each make a batch ahead; PIL releases the GIL while
+  # decoding and resizing.
   read_options = grain.ReadOptions(num_threads=data_config.read_threads,
-                                   prefetch_buffer_size=max(2 * data_config.read_threads, 16))
+                                   prefetch_buffer_size=data_config.read_threads)
   if train:
     transform = transforms.Transform(data_config.augment, image_size, resize, mean, std)
     ds = (grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
           .random_map(_TrainExample(source, transform, data_config.skip_corrupt), seed=seed))
-    ds = ds[process_index::process_count]
-    if data_config.skip_corrupt:
-      ds = ds.filter(lambda e: e is not None)
-    ds = ds.to_iter_dataset(read_options).batch(batch, drop_remainder=True)
+    ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
   else:
     transform = transforms.Transform(None, image_size, resize, mean, std)
     shard = np.arange(process_index, n, process_count)
     batches = math.ceil(math.ceil(n / process_count) / batch)
     ds = (grain.MapDataset.range(batches * batch)
           .map(_EvalExample(source, transform, shard, ten_crop, data_config.skip_corrupt))
-          .batch(batch).to_iter_dataset(read_options))
+          .batch(batch))
+  # Batches are formed by index before the iterator, so worker k makes batches k, k + W, ... and
+  # the order and the content of batches do not depend on the number of workers.
+  ds = ds.to_iter_dataset(read_options)
   if data_config.num_workers:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags; outside app.run, defaults
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=data_config.num_workers, per_worker_buffer_size=data_config.prefetch))
   return iter(ds)

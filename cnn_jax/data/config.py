@@ -20,11 +20,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     augmentation, flip) or 'none' (the eval transform).
   crop_fraction: eval crop / resize (0.875 = 224/256); None takes the model's registry value.
   num_workers: grain worker processes for reading and decoding (0 = in the main process).
-  read_threads: threads per process (the main one, or each worker) reading and transforming examples
-    ahead; PIL releases the GIL while it decodes and resizes.
-  prefetch: batches each worker keeps ready.
+  read_threads: batches made ahead in parallel threads by this process (or by each worker); PIL
+    releases the GIL while it decodes and resizes.
+  prefetch: batches each worker keeps ready for the main process.
   skip_corrupt: False = an image that fails to decode raises an error naming the record; True = it is
-    skipped (train) or masked out (eval), logged and counted.
+    skipped, logged and counted: replaced by a random other record in training, masked out in eval.
   mean / std: per-channel normalisation on the [0, 1] scale; None takes the model's registry values
     (ImageNet's when no model is named).
   """
@@ -36,7 +36,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.augment = 'none'
   c.crop_fraction = ml_collections.FieldReference(None, field_type=float)
   c.num_workers = 0
-  c.read_threads = 4
+  c.read_threads = 2
   c.prefetch = 2
   c.skip_corrupt = False
   c.mean = ml_collections.FieldReference(None, field_type=tuple)
