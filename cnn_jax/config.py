@@ -30,8 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
   num_epochs / num_train_steps: training length; num_train_steps > 0 wins.
   optimizer: name 'sgd' (PyTorch-style momentum: v = m v + g, w -= lr v) or 'rmsprop' (TF-style,
     eps inside the square root); weight_decay is coupled L2 (added to the gradient before momentum)
-    on the parameters chosen by decay_mask: 'all' or 'kernels' (conv/dense weights, not biases or BN);
-    grad_clip_norm: clip by global norm (0 = off).
+    on the parameters chosen by decay_mask: 'all' or 'kernels' (conv/dense weights, not biases or BN),
+    switched off from weight_decay_until_epoch (0 = never); grad_clip_norm: clip by global norm (0 = off).
   schedule: name in SCHEDULES. 'step': lr x factor at each of boundaries_epochs. 'plateau': lr x factor
     when the validation top-1 error has not improved (rtol) for `patience` evaluations, at most
     max_reductions times (optax.contrib.reduce_on_plateau). 'exponential': lr x factor every
@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   ema_decay: parameter moving average, evaluated instead of the raw parameters (0 = off).
   grad_accum_steps: split each batch into this many micro-batches (same update, less memory).
   mesh_shape: devices per mesh axis, -1 = the rest. half_precision: bfloat16 compute, float32
-    parameters, optimizer state and loss.
+    parameters, optimizer state and loss; None = on for GPU/TPU, off on CPU.
   log_every_steps; eval_every_steps (0 = once per epoch); checkpoint_every_steps (0 = at each eval);
   keep_checkpoints: the latest N are kept, plus the one with the best validation top-1.
   """
@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.nesterov = False
   c.optimizer.weight_decay = 0.0
   c.optimizer.decay_mask = 'all'
+  c.optimizer.weight_decay_until_epoch = 0.0
   c.optimizer.rmsprop_decay = 0.9
   c.optimizer.eps = 1.0
   c.optimizer.grad_clip_norm = 0.0
@@ -81,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.0
   c.grad_accum_steps = 1
   c.mesh_shape = ml_collections.ConfigDict({'data': -1, 'model': 1})
-  c.half_precision = False
+  c.half_precision = ml_collections.FieldReference(None, field_type=bool)
 
   c.log_every_steps = 100
   c.eval_every_steps = 0
@@ -116,16 +117,16 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-def apply_runlocal(c: ml_collections.ConfigDict, model_name: str, image_size: int,
+def apply_runlocal(c: ml_collections.ConfigDict, model_name: str, image_size: int | None = None,
                    num_train_steps: int = 6) -> ml_collections.ConfigDict:
   """Shrink a recipe to a few steps of `model_name` (a tiny variant) on the embedded digits data.
 
-  Keeps the recipe's optimizer, schedule type, loss and EMA settings so that those code paths run.
+  Keeps the recipe's optimizer, schedule type, loss, EMA and model options (`model.kwargs`, e.g. aux
+  heads) so that those code paths run. `image_size` defaults to the tiny model's registry size.
   """
   c.model.name = model_name
-  c.model.kwargs = ml_collections.ConfigDict()
   c.data = default_data_config()
-  c.image_size = image_size
+  c.image_size = image_size or models.get_info(model_name).input_size
   c.num_classes = None
   c.batch_size = 16
   c.eval_batch_size = 128

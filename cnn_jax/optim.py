@@ -52,12 +52,13 @@ def make_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoc
   raise ValueError(f'unknown schedule {name!r}')
 
 
-def _transform(learning_rate, *, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def _transform(learning_rate, *, cfg: ml_collections.ConfigDict,
+               weight_decay: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   parts = []
   if cfg.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   if cfg.weight_decay:
-    parts.append(optax.add_decayed_weights(cfg.weight_decay, decay_mask(cfg.decay_mask)))
+    parts.append(optax.add_decayed_weights(weight_decay, decay_mask(cfg.decay_mask)))
   if cfg.name == 'sgd':
     parts.append(optax.sgd(learning_rate, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
   elif cfg.name == 'rmsprop':
@@ -73,7 +74,12 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                    total_steps: int) -> optax.GradientTransformation:
   """The recipe's optimizer with its schedule injected as the `learning_rate` hyperparameter."""
   schedule = make_schedule(config.schedule, config.optimizer.lr, steps_per_epoch, total_steps)
-  factory = functools.partial(_transform, cfg=config.optimizer)
+  opt = config.optimizer
+  weight_decay = opt.weight_decay
+  if opt.weight_decay_until_epoch > 0:  # e.g. BN-NiN: decay off from epoch 20
+    weight_decay = optax.piecewise_constant_schedule(
+        opt.weight_decay, {round(opt.weight_decay_until_epoch * steps_per_epoch): 0.0})
+  factory = functools.partial(_transform, cfg=opt, weight_decay=weight_decay)
   return optax.inject_hyperparams(factory)(learning_rate=schedule)
 
 

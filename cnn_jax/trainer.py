@@ -60,6 +60,12 @@ def _placeholder_rngs(abstract_rng_state):
   return jax.tree.map(fill, abstract_rng_state)
 
 
+def _half_precision(config) -> bool:
+  if config.half_precision is None:
+    return jax.default_backend() != 'cpu'
+  return config.half_precision
+
+
 def _build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
   """The model with its parameters initialised from `config.seed`.
 
@@ -68,7 +74,7 @@ def _build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Mod
   (dropout) uses the default generator.
   """
   kwargs = config.model.kwargs.to_dict()
-  if config.half_precision:
+  if _half_precision(config):
     kwargs['dtype'] = jnp.bfloat16
   rngs = nnx.Rngs(params=jax.random.key(config.seed, impl='rbg'), dropout=config.seed + 1)
   return models.create(config.model.name, num_classes, rngs=rngs, **kwargs)

@@ -1,0 +1,54 @@
+"""GoogLeNet (Inception v1): Szegedy et al. 2015 (CVPR), "Going Deeper with Convolutions".
+
+§5-§6: two auxiliary classifiers (after 4a and 4d) whose losses are added with weight 0.3; SGD with
+momentum 0.9, learning rate decreased by 4 % every 8 epochs; Polyak averaging for the final model
+(here: an exponential moving average of the parameters, decay 0.9999, used for evaluation); crops of
+8-100 % of the image area with aspect ratio 3/4-4/3 (`augment='inception'`). The paper trained
+asynchronously on CPUs (DistBelief) and gives neither the base rate nor the batch. We take them
+from BVLC Caffe's public GoogLeNet solver (lr 0.01, x0.96 every 320 K iterations of batch 32 = 8
+epochs, weight decay 2e-4, ~60 epochs; recalled, not verified here) and run it synchronously at
+batch 256 with the same lr 0.01 (not scaled up x8: a choice, not the paper's).
+The network is torchvision's layout (`googlenet`, BatchNorm, no LRN); `googlenet_paper` is the
+paper's layout.
+
+Expected: paper Table 3, 1 model / 1 crop: 10.07 % top-5 error; torchvision's port of the TF
+weights: 69.8 % / 89.5 % top-1/top-5 accuracy.
+
+  python train.py --config=configs/googlenet.py --workdir=runs/googlenet --config.data.data_dir=DIR
+  python train.py --config=configs/googlenet.py:runlocal --workdir=/tmp/googlenet_local  # CPU, < 3 min
+
+Hardware/time: 6.6 M parameters (+6.4 M in the aux heads, training only), 1.5 GMACs per image: about
+a day on one modern GPU for 60 epochs (not measured here).
+"""
+
+from cnn_jax import config as config_lib
+
+
+def get_config(arg=None):
+  args = config_lib.parse_arg(arg)
+  c = config_lib.base_config()
+  c.model.name = 'googlenet'
+  c.model.kwargs.aux_logits = True
+  c.data.name = 'imagenet2012'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.augment = 'inception'
+  c.image_size = 224
+  c.batch_size = 256
+  c.eval_batch_size = 256
+  c.num_epochs = 60.0
+  c.aux_loss_weight = 0.3
+  c.ema_decay = 0.9999
+  c.optimizer.name = 'sgd'
+  c.optimizer.lr = 0.01
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 2e-4
+  c.optimizer.decay_mask = 'all'
+  c.schedule.name = 'exponential'
+  c.schedule.factor = 0.96
+  c.schedule.decay_epochs = 8.0
+  c.eval_every_steps = 0
+  c.log_every_steps = 100
+  if args.runlocal:
+    config_lib.apply_runlocal(c, 'googlenet_tiny')
+  return c
