@@ -4,12 +4,14 @@ import csv
 import json
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 from PIL import Image
 
 from cnn_jax import models
 from cnn_jax.models import stats
-from cnn_jax.tools import analyze
+from cnn_jax.tools import analyze, common, filters, predict
 
 TINY = ('alexnet2012_tiny', 'resnet_tiny')  # LRN + dropout; BatchNorm + residuals
 BATCHES = (1, 2)
@@ -134,3 +136,116 @@ def test_unknown_model_is_a_usage_error(capsys):
   with pytest.raises(SystemExit):
     analyze.main(['alexnet2013'])
   assert 'unknown model(s) alexnet2013; known:' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# filters and predict, on checkpoints made here.
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  """A train.py workdir: alexnet2012_tiny trained one step on digits at 67 px."""
+  from cnn_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from cnn_jax import trainer  # pylint: disable=g-import-not-at-top
+  c = config_lib.apply_runlocal(config_lib.base_config(), 'alexnet2012_tiny', 67, num_train_steps=1)
+  c.optimizer.lr = 0.01
+  path = tmp_path_factory.mktemp('workdir')
+  trainer.train_and_evaluate(c, str(path))
+  return path
+
+
+@pytest.fixture(scope='module')
+def weights_dir(tmp_path_factory):
+  """A cnn_jax.convert weights directory: resnet_tiny with 1000 (ImageNet) classes."""
+  from cnn_jax.convert import weights  # pylint: disable=g-import-not-at-top
+  model = analyze.create_model('resnet_tiny')
+  path = tmp_path_factory.mktemp('weights') / 'resnet_tiny'
+  weights.save(str(path), 'resnet_tiny', nnx.state(model, weights.WEIGHTS), {}, source='test')
+  return path
+
+
+def test_kernel_grid_puts_each_tower_in_its_own_block():
+  kernel = np.concatenate([np.full((3, 3, 3, 4), -1.0), np.full((3, 3, 3, 4), 1.0)], axis=-1)
+  grid = filters.kernel_grid(kernel, towers=2, cols=2, scale=2)
+  tile = 3 * 2
+  block = 2 * (tile + filters.GAP)  # two rows of two kernels per tower
+  assert grid.shape == (2 * block + filters.GAP + filters.TOWER_GAP, 2 * (tile + filters.GAP)
+                        + filters.GAP, 3)
+  g = filters.GAP
+  assert (grid[g:g + tile, g:g + tile] == 0).all()  # tower 1: the minimum
+  second = g + block + filters.TOWER_GAP
+  assert (grid[second:second + tile, g:g + tile] == 255).all()  # tower 2: the maximum
+  assert (grid[block + g: second] == filters.BACKGROUND).all()  # the gap between the towers
+
+
+def test_filters_draws_the_trained_first_layer_in_two_towers(workdir, tmp_path, capsys):
+  out = tmp_path / 'filters.png'
+  filters.main(['--workdir', str(workdir), '--output', str(out), '--scale', '3'])
+  # 16 kernels of 11x11 in 2 towers of 8: one row of 8 per tower.
+  tile = 11 * 3 + filters.GAP
+  assert _png_size(out) == (8 * tile + filters.GAP, 2 * tile + filters.GAP + filters.TOWER_GAP)
+  assert 'step 1 of' in capsys.readouterr().err
+  # The kernels drawn are the checkpoint's, read here straight from its Orbax `state` item.
+  with ocp.StandardCheckpointer() as checkpointer:
+    saved = checkpointer.restore(workdir / 'checkpoints' / '1' / 'state')
+  trained = np.asarray(saved['params']['conv1']['kernel']['value'])
+  assert trained.shape == (11, 11, 3, 16)
+  with Image.open(out) as img:
+    want = filters.kernel_grid(trained, towers=2, scale=3)
+    np.testing.assert_array_equal(np.asarray(img.convert('RGB')), want)
+
+
+def _digit_png(path, index):
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  d = datasets.load_digits()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray((d.images[index] * 15).astype(np.uint8)).resize((40, 40)).save(path)
+  return int(d.target[index])
+
+
+def test_predict_prints_and_draws_top5_with_true_labels(workdir, tmp_path, capsys):
+  label = _digit_png(tmp_path / '7' / 'a.png', 7)  # a folder named after its class
+  _digit_png(tmp_path / 'b.png', 8)
+  out = tmp_path / 'pred.png'
+  predict.main(['--workdir', str(workdir), '--output', str(out), str(tmp_path / '7' / 'a.png'),
+                str(tmp_path / 'b.png')])
+  assert label == 7
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith('alexnet2012_tiny step 1 of') and lines[0].endswith('67 px')
+  assert lines[1].endswith('a.png: true label 7') and lines[7].endswith('b.png: true label unknown')
+  for block in (lines[2:7], lines[8:13]):
+    probs = [float(line.split()[1]) for line in block]
+    assert [line.split('.')[0].strip() for line in block] == ['1', '2', '3', '4', '5']
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+  assert sum('<- true' in line for line in lines[2:7]) <= 1
+  w, h = predict.CELL_INCHES
+  assert _png_size(out) == (round(2 * w * predict.DPI), round(h * predict.DPI))
+
+
+def test_predict_with_imagenet_weights_names_classes_and_reads_labels(weights_dir, tmp_path):
+  synsets = predict._imagenet_synsets()  # pylint: disable=protected-access
+  names = predict.class_names(None, 1000)
+  assert synsets[0] == 'n01440764' and len(names) == 1000
+  assert names[0] in ('tench', 'n01440764')  # English with torchvision installed, else WordNet id
+  val = tmp_path / 'ILSVRC2012_val_00000001.JPEG'
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8)).save(val)
+  train = tmp_path / 'n01443537' / 'n01443537_10.JPEG'
+  train.parent.mkdir()
+  Image.open(val).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(train)
+  paths = [str(val), str(train)]
+  # validation_labels.txt starts with n01751748 (the first validation image's synset).
+  assert [predict.true_label(p, None, names) for p in paths] == [synsets.index('n01751748'), 1]
+  loaded = common.load_model(str(weights_dir))
+  assert (loaded.name, loaded.num_classes, loaded.image_size, loaded.data) == (
+      'resnet_tiny', 1000, 32, None)
+  probs, shown = predict.predict(loaded, paths)
+  assert probs.shape == (2, 1000) and shown.shape == (2, 256, 256, 3)
+  np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+  assert not np.allclose(probs[0], probs[1])  # different images, different predictions
+
+
+def test_load_model_errors_say_what_to_pass(tmp_path, workdir):
+  with pytest.raises(FileNotFoundError, match='does not exist; pass a train.py --workdir'):
+    common.load_model(str(tmp_path / 'nothing'))
+  with pytest.raises(FileNotFoundError, match='no finished checkpoint at step 5'):
+    common.load_model(str(workdir), step=5)
