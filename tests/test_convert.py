@@ -41,6 +41,12 @@ PARITY = [
     ('squeezenet1_0', 64, {'num_classes': 10}),
     ('squeezenet1_1', 64, {'num_classes': 10}),
     ('mobilenet_v2', 64, {'num_classes': 10}),
+    ('resnet18', 64, {'num_classes': 10}),
+    pytest.param('resnet34', 64, {'num_classes': 10}, marks=slow),
+    ('resnet50', 64, {'num_classes': 10}),
+    pytest.param('resnet101', 64, {'num_classes': 10}, marks=slow),
+    pytest.param('resnet152', 64, {'num_classes': 10}, marks=slow),
+    pytest.param('densenet121', 64, {'num_classes': 10}, marks=slow),
 ]
 
 

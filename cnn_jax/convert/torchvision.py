@@ -24,7 +24,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from flax import nnx
 
-from cnn_jax import models
 from cnn_jax.convert import weights
 
 # Our leaf name -> the torch parameter/buffer name it comes from.
@@ -75,6 +74,9 @@ _SQUEEZENET = Family(head='classifier.1.weight',
 
 _MOBILENET = Family(head='classifier.1.weight',
                     renames=((r'\.conv$', '.0'), (r'\.bn$', '.1'), (r'^classifier$', 'classifier.1')))
+_RESNET = Family(head='fc.weight', renames=((r'\.downsample\.conv$', '.downsample.0'),
+                                           (r'\.downsample\.bn$', '.downsample.1')))
+_DENSENET = Family(head='classifier.weight')  # our names are torchvision's
 
 # torchvision model name -> family. Our registered names are torchvision's.
 FAMILIES: dict[str, Family] = {
@@ -83,6 +85,8 @@ FAMILIES: dict[str, Family] = {
     'squeezenet1_0': _SQUEEZENET,
     'squeezenet1_1': _SQUEEZENET,
     'mobilenet_v2': _MOBILENET,
+    **{f'resnet{d}': _RESNET for d in (18, 34, 50, 101, 152)},
+    'densenet121': _DENSENET,
 }
 
 
@@ -173,11 +177,15 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **kwargs) -> nn
   do not correspond, raises a ValueError listing the missing and unexpected keys and the shapes
   that differ.
   """
-  family = _family(name)
   kwargs = {**model_kwargs(name, state_dict), **kwargs}
-  abstract = nnx.eval_shape(lambda: models.create(name, **kwargs))
-  flat = nnx.to_flat_state(nnx.state(abstract, weights.WEIGHTS))
-  ours = {'.'.join(map(str, path)): var for path, var in flat}
+  return _convert(name, state_dict, weights.skeleton(name, **kwargs).weights, kwargs)
+
+
+def _convert(name: str, state_dict: Mapping[str, Any], abstract: nnx.State,
+             kwargs: Mapping[str, Any]) -> nnx.State:
+  """convert_state_dict into the ShapeDtypeStructs `abstract` of model `name` built with `kwargs`."""
+  family = _family(name)
+  ours = {'.'.join(map(str, path)): var for path, var in nnx.to_flat_state(abstract)}
   torch_modules = _group({k: v for k, v in state_dict.items()
                           if k.rpartition('.')[2] not in _IGNORED_TORCH_LEAVES})
   name_map, notes = _name_map(family, list(_group(ours)), torch_modules)
@@ -236,5 +244,5 @@ def read_state_dict(path: str) -> dict[str, Any]:
 def load_model(name: str, state_dict: Mapping[str, Any], *, seed: int = 0, **kwargs) -> nnx.Module:
   """cnn_jax model `name` holding the weights of a torchvision state_dict (see convert_state_dict)."""
   kwargs = {**model_kwargs(name, state_dict), **kwargs}
-  return weights.build_model(name, convert_state_dict(name, state_dict, **kwargs), seed=seed,
-                             **kwargs)
+  graphdef, abstract, rest = weights.skeleton(name, seed=seed, **kwargs)
+  return nnx.merge(graphdef, _convert(name, state_dict, abstract, kwargs), rest)

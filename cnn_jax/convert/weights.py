@@ -9,7 +9,7 @@ training run to resume.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -40,23 +40,38 @@ def metadata(directory: str) -> dict[str, Any]:
   return meta
 
 
-def build_model(name: str, state: nnx.State, *, seed: int = 0, **kwargs) -> nnx.Module:
-  """`models.create(name, seed=seed, **kwargs)` holding `state`'s weights, without initialising them.
+class Skeleton(NamedTuple):
+  """A model without its weights: `nnx.merge(graphdef, weights, rest)` rebuilds it."""
 
-  Only the rest (dropout RNG streams) is created, under jit, where the random init of the weights
-  is dead code: eager initialisation takes minutes for the big models on a CPU.
+  graphdef: nnx.GraphDef
+  weights: nnx.State  # ShapeDtypeStructs of the params and BatchNorm statistics
+  rest: nnx.State  # concrete: the dropout RNG streams as `models.create` makes them
+
+
+def skeleton(name: str, *, seed: int = 0, **kwargs) -> Skeleton:
+  """`models.create(name, seed=seed, **kwargs)` traced once, its weights never initialised.
+
+  Under jit the random init of the weights is dead code: only the RNG streams are computed.
+  (Eager init costs minutes for the big models on a CPU, and tracing is the slow part here.)
   """
-  create = lambda: models.create(name, seed=seed, **kwargs)
-  graphdef = nnx.graphdef(nnx.eval_shape(create))
-  rest = jax.jit(lambda: nnx.state(create(), nnx.Not(WEIGHTS)))()
-  return nnx.merge(graphdef, state, rest)
+  traced = []
+
+  def create_rest():
+    graphdef, weights, rest = nnx.split(models.create(name, seed=seed, **kwargs), WEIGHTS, ...)
+    # Static structure and shapes, recorded while tracing.
+    traced.append((graphdef, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                          weights)))
+    return rest
+
+  rest = jax.jit(create_rest)()
+  return Skeleton(*traced[0], rest)
 
 
 def restore(directory: str, **kwargs) -> nnx.Module:
   """The model saved in `directory`; `kwargs` (e.g. dtype, seed) are passed to `models.create`."""
   meta = metadata(directory)
   kwargs = {**meta['model_kwargs'], **kwargs}
-  abstract = nnx.eval_shape(lambda: models.create(meta['model'], **kwargs))
+  graphdef, abstract, rest = skeleton(meta['model'], **kwargs)
   with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(os.path.abspath(directory), nnx.state(abstract, WEIGHTS))
-  return build_model(meta['model'], state, **kwargs)
+    state = checkpointer.restore(os.path.abspath(directory), abstract)
+  return nnx.merge(graphdef, state, rest)
