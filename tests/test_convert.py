@@ -47,6 +47,10 @@ PARITY = [
     pytest.param('resnet101', 64, {'num_classes': 10}, marks=slow),
     pytest.param('resnet152', 64, {'num_classes': 10}, marks=slow),
     pytest.param('densenet121', 64, {'num_classes': 10}, marks=slow),
+    # torchvision's transform_input=True for pretrained weights; converting turns ours on too.
+    ('googlenet', 64, {'num_classes': 10, 'transform_input': True, 'init_weights': True}),
+    pytest.param('inception_v3', 96, {'num_classes': 10, 'transform_input': True,
+                                      'init_weights': True}, marks=slow),
 ]
 
 
@@ -144,3 +148,11 @@ def test_cli_writes_a_checkpoint_that_restores_to_the_same_logits(tmp_path):
     want = reference(images).numpy()
   _assert_same_logits('squeezenet1_1 (restored)', _logits(convert.weights.restore(str(out)), images),
                       want)
+
+
+def test_model_options_follow_the_state_dict():
+  no_aux = torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False)
+  assert convert.model_kwargs('googlenet', no_aux.state_dict()) == {
+      'num_classes': 10, 'aux_logits': False, 'transform_input': True}
+  with_aux = torchvision.models.googlenet(num_classes=5, aux_logits=True, init_weights=False)
+  assert convert.model_kwargs('googlenet', with_aux.state_dict())['aux_logits']

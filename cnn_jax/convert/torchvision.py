@@ -78,6 +78,18 @@ _RESNET = Family(head='fc.weight', renames=((r'\.downsample\.conv$', '.downsampl
                                            (r'\.downsample\.bn$', '.downsample.1')))
 _DENSENET = Family(head='classifier.weight')  # our names are torchvision's
 
+
+def _aux_and_transform(aux_prefix: str):
+  """Aux heads iff the state_dict has them; `transform_input` on, as torchvision sets it for its
+  (TF-ported) pretrained weights: they expect inputs in [-1, 1] (reference.md §1.2)."""
+  return lambda state_dict: {'aux_logits': any(k.startswith(aux_prefix) for k in state_dict),
+                             'transform_input': True}
+
+
+_GOOGLENET = Family(head='fc.weight', model_kwargs=_aux_and_transform('aux1.'),
+                    renames=((r'\.branch4\.', '.branch4.1.'),))  # torch: [max-pool, conv]
+_INCEPTION = Family(head='fc.weight', model_kwargs=_aux_and_transform('AuxLogits.'))
+
 # torchvision model name -> family. Our registered names are torchvision's.
 FAMILIES: dict[str, Family] = {
     'alexnet': _ALEXNET,
@@ -87,6 +99,8 @@ FAMILIES: dict[str, Family] = {
     'mobilenet_v2': _MOBILENET,
     **{f'resnet{d}': _RESNET for d in (18, 34, 50, 101, 152)},
     'densenet121': _DENSENET,
+    'googlenet': _GOOGLENET,
+    'inception_v3': _INCEPTION,
 }
 
 
