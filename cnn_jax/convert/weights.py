@@ -67,6 +67,12 @@ def skeleton(name: str, *, seed: int = 0, **kwargs) -> Skeleton:
   return Skeleton(*traced[0], rest)
 
 
+def build_model(name: str, state: nnx.State, *, seed: int = 0, **kwargs) -> nnx.Module:
+  """`models.create(name, seed=seed, **kwargs)` holding the weights in `state`, never initialised."""
+  graphdef, _, rest = skeleton(name, seed=seed, **kwargs)
+  return nnx.merge(graphdef, state, rest)
+
+
 def restore(directory: str, **kwargs) -> nnx.Module:
   """The model saved in `directory`; `kwargs` (e.g. dtype, seed) are passed to `models.create`."""
   meta = metadata(directory)
