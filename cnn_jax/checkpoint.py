@@ -81,6 +81,20 @@ class Checkpointer:
     self.manager.close()
 
 
+def load_state(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+  """(step, train state as nested dicts of arrays, metadata) of a run's checkpoint, no target needed.
+
+  `step` defaults to the latest. Variables appear as {'value': array} leaves, as Orbax stores them.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  with ocp.CheckpointManager(directory, item_names=('state', 'data')) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no finished checkpoint in {directory}')
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return step, state['state'], dict(manager.metadata(step).custom_metadata or {})
+
+
 def abstract(state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings, to restore onto the current mesh."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

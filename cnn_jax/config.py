@@ -41,7 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
   grad_accum_steps: split each batch into this many micro-batches (same update, less memory).
   mesh_shape: devices per mesh axis, -1 = the rest. half_precision: bfloat16 compute, float32
     parameters, optimizer state and loss; None = on for GPU/TPU, off on CPU.
-  log_every_steps; eval_every_steps (0 = once per epoch); checkpoint_every_steps (0 = at each eval);
+  log_every_steps; eval_every_steps (0 = once per epoch, < 0 = never); checkpoint_every_steps (0 = at
+  each eval, < 0 = never);
   keep_checkpoints: the latest N are kept, plus the one with the best validation top-1.
   """
   c = ml_collections.ConfigDict()

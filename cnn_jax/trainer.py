@@ -143,7 +143,7 @@ def _train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
     new['ema'] = optax.incremental_update(params, state['ema'], 1.0 - config.ema_decay)
 
   n = jnp.sum(batch['mask'].astype(jnp.float32))
-  bad = jnp.logical_not(jnp.isfinite(loss))
+  bad = jnp.logical_not(jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates)))
   acc = {'loss': acc['loss'] + loss * n, 'top1': acc['top1'] + top1, 'top5': acc['top5'] + top5,
          'count': acc['count'] + n,
          'nonfinite_step': jnp.where((acc['nonfinite_step'] < 0) & bad, step,
@@ -202,8 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else math.ceil(config.num_epochs * steps_per_epoch))
-  eval_every = config.eval_every_steps or steps_per_epoch
-  ckpt_every = config.checkpoint_every_steps or eval_every
+  eval_every = config.eval_every_steps or steps_per_epoch  # < 0: never
+  ckpt_every = config.checkpoint_every_steps or eval_every  # < 0: never
 
   tx = optim.make_optimizer(config, steps_per_epoch, total_steps)
   plateau = optim.make_plateau(config.schedule)
@@ -273,8 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if bad >= 0:
       checkpointer.wait()
       raise NonFiniteLossError(
-          f'the training loss became NaN or inf at step {bad + 1} (the update from step {bad}); '
-          f'training stopped. The last good checkpoint is step {checkpointer.latest_step()} in '
+          f'the training loss or update became NaN or inf at step {bad + 1}; training stopped '
+          f'before saving it. The last good checkpoint is step {checkpointer.latest_step()} in '
           f'{checkpointer.directory}. Lower the learning rate or check the data.')
 
   acc = new_acc()
@@ -298,7 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             'eta_s': step_time * (total_steps - step)})
         acc = new_acc()
         t_last, step_last = time.time(), step
-      evaluated = step % eval_every == 0 or done
+      evaluated = eval_every > 0 and (step % eval_every == 0 or done)
       if evaluated:
         check_finite(acc)
         eval_metrics = evaluate()
@@ -307,10 +307,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           eval_metrics['lr_next'] = float(jax.device_get(
               optim.learning_rate(state['opt_state'])))
         writer.write(step, 'eval', {**eval_metrics, 'epoch': step / steps_per_epoch})
-      if step % ckpt_every == 0 or done:
+      if ckpt_every > 0 and (step % ckpt_every == 0 or done):
         check_finite(acc)
         checkpointer.save(step, state, train_iter, eval_metrics if evaluated else None)
-    if not eval_metrics:  # resumed at the end: evaluate what was restored
+    if not eval_metrics and eval_every > 0:  # resumed at the end: evaluate what was restored
       eval_metrics = evaluate()
       writer.write(step, 'eval', eval_metrics)
   finally:

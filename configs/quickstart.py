@@ -1,12 +1,14 @@
-"""Quick start: ResNet-18 (He et al. 2016, torchvision layout) on scikit-learn's digits, on a CPU.
+"""Quick start: a small ResNet (He et al. 2016) on scikit-learn's digits, on a CPU.
 
-The digits (1,797 8x8 grey images, embedded in scikit-learn; cnn_jax.data splits off the last 20 % as
-the test set) are upsampled to 32x32 RGB. SGD with momentum 0.9, weight decay 5e-4, lr 0.1 with
-warmup and cosine decay, batch 64, 10 epochs.
+`resnet_tiny` is the zoo's ResNet-18 layout (basic blocks, BatchNorm, 7x7/2 stem + max-pool) with one
+block per stage and 8-64 channels instead of 64-512. The digits (1,797 8x8 grey images, embedded in
+scikit-learn; cnn_jax.data keeps the last 20 % as the test set) are upsampled to 32x32 RGB. SGD with
+momentum 0.9, weight decay 5e-4, lr 0.1 with 1 epoch of warmup then cosine decay, batch 64, 15 epochs.
 
   python train.py --config=configs/quickstart.py --workdir=/tmp/quickstart   (or: make quickstart)
 
-Expected: >= 95 % test top-1 (about 98 %), in under 3 minutes on 2 CPU cores, nothing downloaded.
+Expected: >= 95 % test top-1 (96.1 % measured: 100 % train, so the small test split of other writers
+is the limit), in 1-1.5 minutes on 2 CPU cores including compilation; nothing is downloaded.
 """
 
 from cnn_jax import config as config_lib
@@ -15,12 +17,13 @@ from cnn_jax import config as config_lib
 def get_config(arg=None):
   args = config_lib.parse_arg(arg)
   c = config_lib.base_config()
-  c.model.name = 'resnet18'
+  c.model.name = 'resnet_tiny'
   c.data.name = 'digits'
+  c.data.crop_fraction = 1.0  # the whole digit: its strokes reach the border of the 8x8 image
   c.image_size = 32
   c.batch_size = 64
   c.eval_batch_size = 128
-  c.num_epochs = 10.0
+  c.num_epochs = 15.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.1
   c.optimizer.momentum = 0.9

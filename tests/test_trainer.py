@@ -1,0 +1,171 @@
+"""The trainer end to end on digits: learning, bitwise resume after SIGKILL, 8 devices = 1 device,
+checkpoints restored onto another device count, NaN stop, and failures before compiling.
+
+Runs go through tests/trainer_worker.py (train.py) in subprocesses, so that each can force its own
+host device count; they share a persistent XLA compilation cache. The base run is the VGG recipe's
+runlocal variant (vgg_tiny: BatchNorm, dropout, the plateau schedule) at 32 px.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from cnn_jax import checkpoint, config as config_lib, trainer
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / 'tests' / 'trainer_worker.py'
+BASE = ['--config=configs/vgg16.py:runlocal', '--config.batch_size=16', '--config.log_every_steps=1']
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp('xla_cache')
+
+
+def start(cache, workdir, *args, devices=1):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                       f"--xla_force_host_platform_device_count={devices}")
+  cmd = [sys.executable, str(WORKER), f'--workdir={workdir}', f'--compilation_cache={cache}',
+         *BASE, *args]
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def finish(proc, expect_rc=0):
+  out, _ = proc.communicate(timeout=900)
+  assert proc.returncode == expect_rc, f'exit {proc.returncode}, expected {expect_rc}:\n{out[-4000:]}'
+  return out
+
+
+def run(cache, workdir, *args, devices=1, expect_rc=0):
+  return finish(start(cache, workdir, *args, devices=devices), expect_rc)
+
+
+def records(workdir, split):
+  with open(Path(workdir) / 'metrics.jsonl', encoding='utf-8') as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def leaves(tree):
+  return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+@pytest.mark.slow
+def test_loss_falls_and_accuracy_rises_on_digits(cache, tmp_path):
+  run(cache, tmp_path, '--config.num_train_steps=80', '--config.eval_every_steps=80',
+      '--config.log_every_steps=10', '--config.schedule.name=constant', '--config.optimizer.lr=0.05')
+  train = records(tmp_path, 'train')
+  assert train[-1]['loss'] < 0.5 * train[0]['loss'], train
+  assert train[-1]['top1'] > train[0]['top1'] + 0.3, train
+  final = records(tmp_path, 'eval')[-1]
+  assert final['top1'] > 0.6, final  # chance is 0.1
+  assert final['top1'] <= final['top5']
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bitwise_identical(cache, tmp_path):
+  args = ['--config.num_train_steps=8', '--config.checkpoint_every_steps=2',
+          '--config.eval_every_steps=3']
+  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+  first = start(cache, straight, *args)
+  # Killed at once after the step-4 save started (the write is most likely still in flight).
+  finish(start(cache, killed, *args, '--kill_after_saves=2'), expect_rc=-9)
+  finish(first)
+  step_killed = checkpoint.load_state(killed)[0]
+  assert step_killed in (2, 4)
+  out = run(cache, killed, *args)
+  assert f'resumed from {killed / "checkpoints"} at step {step_killed}' in out
+  step_a, a, meta = checkpoint.load_state(straight)
+  step_b, b, _ = checkpoint.load_state(killed)
+  assert step_a == step_b == 8
+  assert meta['model'] == 'vgg_tiny'
+  assert 'plateau' in a and a.keys() == b.keys()
+  for (path, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.slow
+def test_eight_devices_match_one_and_checkpoints_move_between_them(cache, tmp_path):
+  args = ['--config.num_train_steps=3', '--config.eval_every_steps=3']
+  one, eight = tmp_path / 'one', tmp_path / 'eight'
+  procs = [start(cache, one, *args), start(cache, eight, *args, devices=8)]
+  outs = [finish(p) for p in procs]
+  assert "mesh {'data': 8, 'model': 1}" in outs[1]
+  _, a, _ = checkpoint.load_state(one)
+  _, b, _ = checkpoint.load_state(eight)
+  for (path, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
+
+  # 1 -> 8 and 8 -> 1 devices: resume each on the other device count for one more step.
+  shutil.copytree(one, tmp_path / 'one_to_eight')
+  shutil.copytree(eight, tmp_path / 'eight_to_one')
+  more = ['--config.num_train_steps=4', '--config.eval_every_steps=4']
+  procs = [start(cache, tmp_path / 'one_to_eight', *more, devices=8),
+           start(cache, tmp_path / 'eight_to_one', *more)]
+  for p in procs:
+    assert 'at step 3' in finish(p)
+  step_c, c, _ = checkpoint.load_state(tmp_path / 'one_to_eight')
+  step_d, d, _ = checkpoint.load_state(tmp_path / 'eight_to_one')
+  assert step_c == step_d == 4
+  for (path, x), (_, y) in zip(leaves(c), leaves(d), strict=True):
+    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.slow
+def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(cache, tmp_path):
+  out = run(cache, tmp_path, '--config.num_train_steps=6', '--config.checkpoint_every_steps=1',
+            '--config.eval_every_steps=-1', '--config.optimizer.lr=nan', expect_rc=1)
+  assert 'NaN or inf at step 1' in out
+  with pytest.raises(FileNotFoundError):  # nothing was saved after the bad update
+    checkpoint.load_state(tmp_path)
+
+
+def _parse(*overrides):
+  """Parse train.py-style --config flags in-process (no subprocess, no compile)."""
+  argv = ['train.py', f'--config={REPO}/configs/quickstart.py:runlocal', *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=values, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def test_unknown_key_and_wrong_type_fail_clearly():
+  with pytest.raises(Exception, match='learning_rate'):
+    _parse('--config.optimizer.learning_rate=0.1')
+  with pytest.raises(Exception, match='batch_size'):
+    _parse('--config.batch_size=many')
+  config = _parse('--config.batch_size=32')
+  config.unlock()
+  config.batch_sise = 3
+  with pytest.raises(ValueError, match="unknown config key 'batch_sise'"):
+    config_lib.validate(config)
+
+
+def test_image_too_small_for_the_model_fails_before_compiling(tmp_path):
+  config = _parse('--config.model.name=alexnet2012_tiny', '--config.image_size=32')
+  with pytest.raises(ValueError, match=r'image_size=32 is too small for alexnet2012_tiny.*67'):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_workdir_of_another_model_is_refused(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, identity={
+      'model': 'vgg_tiny', 'num_classes': 10, 'image_size': 32})
+  ckpt.manager.save(1, args=checkpoint.ocp.args.Composite(
+      state=checkpoint.ocp.args.StandardSave({'x': np.zeros(2)})),
+      custom_metadata=ckpt.identity)
+  ckpt.close()
+  config = _parse('--config.num_train_steps=1')  # resnet_tiny
+  with pytest.raises(checkpoint.IncompatibleCheckpointError,
+                     match="model: checkpoint has 'vgg_tiny', this config has 'resnet_tiny'"):
+    trainer.train_and_evaluate(config, str(tmp_path))
