@@ -156,3 +156,20 @@ def test_model_options_follow_the_state_dict():
       'num_classes': 10, 'aux_logits': False, 'transform_input': True}
   with_aux = torchvision.models.googlenet(num_classes=5, aux_logits=True, init_weights=False)
   assert convert.model_kwargs('googlenet', with_aux.state_dict())['aux_logits']
+
+
+def test_load_into_fine_tunes_to_another_class_count(tmp_path):
+  reference = _torchvision_model('squeezenet1_1', num_classes=10)
+  saved = convert.load_model('squeezenet1_1', reference.state_dict())
+  convert.weights.save(str(tmp_path / 'w'), 'squeezenet1_1',
+                       nnx.state(saved, convert.weights.WEIGHTS), {'num_classes': 10})
+  model = convert.load_model('squeezenet1_1', _torchvision_model('squeezenet1_1', num_classes=3)
+                             .state_dict())  # random weights, faster than eager init
+  head = np.asarray(model.final_conv.kernel.value)
+  with pytest.raises(ValueError, match=r'different shapes final_conv\.bias \(10,\) -> \(3,\)'):
+    convert.weights.load_into(model, str(tmp_path / 'w'))
+  assert convert.weights.load_into(model, str(tmp_path / 'w'), keep_mismatched=True) == [
+      'final_conv.bias', 'final_conv.kernel']
+  np.testing.assert_array_equal(model.fire9.expand3x3.kernel.value,
+                                saved.fire9.expand3x3.kernel.value)
+  np.testing.assert_array_equal(model.final_conv.kernel.value, head)

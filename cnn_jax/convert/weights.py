@@ -81,3 +81,29 @@ def restore(directory: str, **kwargs) -> nnx.Module:
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(os.path.abspath(directory), abstract)
   return nnx.merge(graphdef, state, rest)
+
+
+def load_into(model: nnx.Module, directory: str, *, keep_mismatched: bool = False) -> list[str]:
+  """Copy the weights saved in `directory` into `model`, e.g. to fine-tune from them.
+
+  Weights whose shape differs (the classifier, when fine-tuning to another number of classes)
+  raise a ValueError, or with `keep_mismatched` keep `model`'s own initialisation; their names are
+  returned. A weight of `model` missing from the checkpoint always raises.
+  """
+  meta = metadata(directory)
+  saved = restore(directory)
+  ours = dict(nnx.to_flat_state(nnx.state(model, WEIGHTS)))
+  theirs = dict(nnx.to_flat_state(nnx.state(saved, WEIGHTS)))
+  name = lambda path: '.'.join(map(str, path))
+  missing = [name(p) for p in ours if p not in theirs]
+  mismatched = [f'{name(p)} {theirs[p].shape} -> {v.shape}' for p, v in ours.items()
+                if p in theirs and theirs[p].shape != v.shape]
+  if missing or (mismatched and not keep_mismatched):
+    raise ValueError(
+        f'the {meta["model"]} weights in {directory} do not fit {getattr(model, "name", "model")}: '
+        f'missing {", ".join(missing) or "-"}; different shapes {"; ".join(mismatched) or "-"}. '
+        'Use the same model, and keep_mismatched=True to re-initialise a classifier of another '
+        'class count.')
+  nnx.update(model, nnx.from_flat_state(
+      [(p, theirs[p]) for p, v in ours.items() if theirs[p].shape == v.shape]))
+  return [m.split(' ')[0] for m in mismatched]
