@@ -18,5 +18,6 @@ from cnn_jax.models import mobilenet  # noqa: F401
 from cnn_jax.models import densenet  # noqa: F401
 from cnn_jax.models import inception_v4  # noqa: F401
 from cnn_jax.models import enet  # noqa: F401
+from cnn_jax.models import small  # noqa: F401
 
 __all__ = ['ModelInfo', 'create', 'get_info', 'list_models', 'register']
