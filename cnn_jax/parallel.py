@@ -2,17 +2,21 @@
 
 One `jax.jit` program runs on every device; XLA inserts the gradient all-reduce. BatchNorm statistics
 are computed over the whole global batch (synchronised BN), because under jit the batch is one array.
-Parameters and optimizer state are replicated; `state_shardings` is the place for per-parameter rules
-(e.g. AlexNet's two towers over 'model').
+Parameters and optimizer state are replicated, except where a model annotates a parameter with an
+`out_sharding` (`nnx.with_partitioning` or `kernel_metadata`): AlexNet's two towers over 'model'
+(cnn_jax/models/alexnet.py). `collectives` counts the communication of a compiled program per axis.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+import re
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'model')
@@ -55,8 +59,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-  """Shardings for the train state (params, optimizer state, ...): replicated."""
-  return jax.tree.map(lambda _: replicated(mesh), abstract_state)
+  """Shardings for the train state: each parameter by its `out_sharding` metadata, and so are its
+  optimizer-state and EMA copies (tree maps keep the metadata); everything else replicated."""
+  specs = nnx.get_partition_spec(abstract_state)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
 
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -64,3 +70,57 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+_COLLECTIVE = re.compile(
+    r'\b(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(')
+
+
+def _ints(text: str | None) -> list[int]:
+  return [int(i) for i in text.split(',')] if text else []
+
+
+def _iota(dims: list[int], perm: list[int]) -> np.ndarray:
+  ids = np.arange(math.prod(dims)).reshape(dims)
+  return ids.transpose(perm) if perm else ids
+
+
+def _device_groups(instruction: str, num_devices: int) -> list[list[int]]:
+  """The device groups of one HLO collective, from any of XLA's three replica-group notations
+  (explicit lists, iota `[G,S]<=[dims]T(perm)`, and Shardy's `mesh[...] {axes}`), or the moving
+  pairs of a collective-permute."""
+  if m := re.search(r'source_target_pairs=\{([\d,{}]*)\}', instruction):
+    return [pair for pair in map(_ints, re.findall(r'\{(\d+,\d+)\}', m[1])) if pair[0] != pair[1]]
+  if m := re.search(r"replica_groups=mesh\[([^\]]*)\](?:, device_ids=\(\[([\d,]+)\]"
+                    r"(?:T\(([\d,]+)\))?\))? \{([^}]*)\}", instruction):
+    names, sizes = zip(*((n, int(s)) for n, s in re.findall(r"'(\w+)'=(\d+)", m[1])))
+    ids = (_iota(_ints(m[2]), _ints(m[3])) if m[2] else np.arange(math.prod(sizes))).reshape(sizes)
+    over = [names.index(n) for n in re.findall(r"'(\w+)'", m[4])]
+    rest = [i for i in range(len(sizes)) if i not in over]
+    return ids.transpose(rest + over).reshape(-1, math.prod(sizes[i] for i in over)).tolist()
+  if m := re.search(r'replica_groups=\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?', instruction):
+    return _iota(_ints(m[2]), _ints(m[3])).reshape(_ints(m[1])).tolist()
+  if m := re.search(r'replica_groups=\{([\d,{}]*)\}', instruction):
+    return [_ints(g) for g in re.findall(r'\{([\d,]*)\}', m[1]) if g] or [list(range(num_devices))]
+  raise ValueError(f'cannot read the device groups of this HLO collective: {instruction[:300]}')
+
+
+def collectives(hlo_text: str, mesh: Mesh) -> collections.Counter:
+  """Count the collectives of a compiled SPMD program by kind and the mesh axes they span.
+
+  `hlo_text`: `jax.jit(f).lower(...).compile().as_text()` for a program over `mesh` (partition p is
+  device `mesh.devices.flat[p]`). Returns e.g. {('all-gather', 'model'): 5, ('all-reduce', 'data'): 1}:
+  the axes are those along which the devices of a group differ ('' for a collective that moves
+  nothing). Each HLO instruction counts once (XLA combines many small all-reduces into one), even
+  inside a loop body.
+  """
+  counts = collections.Counter()
+  for line in hlo_text.splitlines():
+    if not (m := _COLLECTIVE.search(line)):
+      continue
+    axes = set()
+    for group in _device_groups(line, mesh.devices.size):
+      coords = np.array(np.unravel_index(group, mesh.devices.shape))
+      axes.update(name for name, c in zip(mesh.axis_names, coords) if len(set(c)) > 1)
+    counts[m[1], '+'.join(a for a in mesh.axis_names if a in axes)] += 1
+  return counts

@@ -10,17 +10,26 @@
 - BN-AlexNet: the same layout with BatchNorm (eps 1e-3) after every conv and hidden FC layer and no
   dropout, as soumith/imagenet-multiGPU.torch `alexnetowtbn` (the network Canziani et al. used).
 
+Model parallelism (`AlexNet2012(tower_axis='model')`, issue #6): the paper's two-GPU split (§3.2)
+as a sharding of the same network over a mesh axis of size `groups`. Every kernel and bias is sharded
+over that axis on its output dimension (conv1..conv5 channels, fc6..fc8 units), so each device holds
+one tower and half of each FC layer; activations are pinned to that layout, and gathered only at
+conv3's input and at the inputs of fc6, fc7, fc8 and the logits, where the paper's GPUs communicate.
+Parameters are identical to the unsplit network's, so checkpoints move freely between the two.
+
 All three end the feature extractor with an adaptive average pool to 6x6 (identity at the default
 resolution), as torchvision does, so that smaller images still fit the 9216-wide fc6.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from cnn_jax.models import layers
 from cnn_jax.models.registry import register
@@ -30,11 +39,27 @@ _ones = nnx.initializers.ones
 _zeros = nnx.initializers.zeros
 
 
+def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
+  """`lax.conv_general_dilated` for a grouped NHWC/HWIO conv whose channels are split over mesh
+  `axis`: each device convolves its own groups (`jax.shard_map`), with no communication.
+
+  XLA's SPMD partitioners (Shardy and GSPMD alike) all-gather the kernel of a channel-sharded
+  grouped conv and recompute it on every device instead, so the towers are made explicit here.
+  """
+  spec = P(None, None, None, axis)
+  groups = feature_group_count // jax.sharding.get_abstract_mesh().shape[axis]
+  local = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, feature_group_count=groups,
+                                                    **kwargs)
+  return jax.shard_map(local, in_specs=(spec, spec), out_specs=spec, axis_names={axis})(lhs, rhs)
+
+
 class AlexNet2012(nnx.Module):
   """The 2012 network as one graph: each grouped conv holds both towers' kernels.
 
   `groups=2` gives the paper's two towers; conv1 and conv3 see the whole input as in Fig. 2 (conv3
-  is where the towers exchange activations; the FC layers are the other place).
+  is where the towers exchange activations; the FC layers are the other place). `tower_axis` names
+  a mesh axis of size `groups` to place one tower per device (see the module docstring); the model
+  must then be traced under `jax.set_mesh(mesh)`.
   """
 
   name = 'alexnet2012'
@@ -43,17 +68,33 @@ class AlexNet2012(nnx.Module):
   def __init__(
       self, num_classes: int = 1000, *, channels: Sequence[int] = (96, 256, 384, 384, 256),
       fc_features: int = 4096, groups: int = 2, dropout: float = 0.5, lrn: bool = True,
-      dtype=None, rngs: nnx.Rngs,
+      tower_axis: str | None = None, dtype=None, rngs: nnx.Rngs,
   ):
     c1, c2, c3, c4, c5 = channels
+    if tower_axis is not None:
+      uneven = {n: c for n, c in zip(('conv1', 'conv3', 'fc6/fc7', 'fc8'),
+                                     (c1, c3, fc_features, num_classes)) if c % groups}
+      if uneven:
+        raise ValueError(f'tower_axis={tower_axis!r} splits every layer into {groups} towers, but '
+                         f'{uneven} output widths are not divisible by {groups}; use even widths '
+                         'or tower_axis=None')
+    def sharded(ndim):  # metadata: output axis (last) over the tower axis; placed by the caller
+      if tower_axis is None:
+        return {}
+      return {'out_sharding': (None,) * (ndim - 1) + (tower_axis,), 'eager_sharding': False}
     def conv(cin, cout, k, stride=1, padding=0, groups=1, bias=0.0):
+      grouped = {'conv_general_dilated': functools.partial(_tower_conv, axis=tower_axis)}
       return nnx.Conv(cin, cout, (k, k), stride, padding=layers.pad(padding),
                       feature_group_count=groups, kernel_init=_normal_001,
-                      bias_init=nnx.initializers.constant(bias), dtype=dtype, rngs=rngs)
+                      bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(4),
+                      bias_metadata=sharded(1), dtype=dtype, rngs=rngs,
+                      **(grouped if tower_axis and groups > 1 else {}))
     def fc(cin, cout, bias=0.0):
       return nnx.Linear(cin, cout, kernel_init=_normal_001,
-                        bias_init=nnx.initializers.constant(bias), dtype=dtype, rngs=rngs)
+                        bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(2),
+                        bias_metadata=sharded(1), dtype=dtype, rngs=rngs)
     self.groups = groups
+    self.tower_axis = tower_axis
     self.lrn = lrn
     self.conv1 = conv(3, c1, 11, stride=4)
     self.conv2 = conv(c1, c2, 5, padding=2, groups=groups, bias=1.0)
@@ -68,24 +109,45 @@ class AlexNet2012(nnx.Module):
   def _lrn(self, x):
     return layers.local_response_norm(x, groups=self.groups) if self.lrn else x
 
+  def _place(self, x, split: bool):
+    """With `tower_axis`: pin the last (channel) axis of `x` to one tower per device (`split`) or
+    to every device (a gather: the towers exchange activations); the batch axis stays as it is."""
+    if self.tower_axis is None:
+      return x
+    mesh = jax.sharding.get_abstract_mesh()
+    if self.tower_axis not in mesh.axis_names or mesh.shape[self.tower_axis] != self.groups:
+      raise ValueError(
+          f'{self.name}(tower_axis={self.tower_axis!r}) needs a mesh with a {self.tower_axis!r} '
+          f'axis of size {self.groups}, one device per tower, but the current mesh is '
+          f'{dict(mesh.shape)}; trace it under `with jax.set_mesh(mesh):`, or build the model '
+          'with tower_axis=None')
+    spec = P(P.UNCONSTRAINED, *(None,) * (x.ndim - 2), self.tower_axis if split else None)
+    return jax.lax.with_sharding_constraint(x, spec)
+
   def towers(self, x):
     """conv1..pool2: up to here each tower only sees its own channels (after conv1)."""
     layers.check_input_size(self.name, x, self.min_input_size)
-    x = layers.max_pool(self._lrn(nnx.relu(self.conv1(x))), 3, 2)
-    return layers.max_pool(self._lrn(nnx.relu(self.conv2(x))), 3, 2)
+    x = self._place(nnx.relu(self.conv1(x)), split=True)
+    x = layers.max_pool(self._lrn(x), 3, 2)
+    x = self._place(nnx.relu(self.conv2(x)), split=True)
+    return layers.max_pool(self._lrn(x), 3, 2)
 
   def features(self, x):
     """conv1..pool5, (N, H, W, 3) -> (N, 6, 6, C5)."""
-    x = nnx.relu(self.conv3(self.towers(x)))
-    x = nnx.relu(self.conv4(x))
-    x = layers.max_pool(nnx.relu(self.conv5(x)), 3, 2)
+    x = self._place(self.towers(x), split=False)  # conv3 sees both towers
+    x = self._place(nnx.relu(self.conv3(x)), split=True)
+    x = self._place(nnx.relu(self.conv4(x)), split=True)
+    x = layers.max_pool(self._place(nnx.relu(self.conv5(x)), split=True), 3, 2)
     return layers.adaptive_avg_pool(x, 6)
 
   def classifier(self, x, *, train: bool = False):
-    """fc6..fc8 on flattened features; dropout after the ReLU of fc6 and fc7 (paper §4.2)."""
-    x = self.dropout(nnx.relu(self.fc6(x)), deterministic=not train)
-    x = self.dropout(nnx.relu(self.fc7(x)), deterministic=not train)
-    return self.fc8(x)
+    """fc6..fc8 on flattened features; dropout after the ReLU of fc6 and fc7 (paper §4.2). With
+    `tower_axis`, each device computes half of each layer's units from all of its inputs."""
+    for fc in (self.fc6, self.fc7):
+      x = self._place(nnx.relu(fc(self._place(x, split=False))), split=True)
+      x = self.dropout(x, deterministic=not train)
+    x = self._place(self.fc8(self._place(x, split=False)), split=True)
+    return self._place(x, split=False)  # the logits, gathered for the softmax
 
   def __call__(self, x, *, train: bool = False):
     x = self.features(x)
