@@ -146,8 +146,8 @@ def test_cli_writes_a_checkpoint_that_restores_to_the_same_logits(tmp_path):
   images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
   with torch.no_grad():
     want = reference(images).numpy()
-  _assert_same_logits('squeezenet1_1 (restored)', _logits(convert.weights.restore(str(out)), images),
-                      want)
+  restored = convert.weights.restore(str(out))
+  _assert_same_logits('squeezenet1_1 (restored)', _logits(restored, images), want)
 
 
 def test_model_options_follow_the_state_dict():

@@ -72,8 +72,9 @@ _SQUEEZENET = Family(head='classifier.1.weight',
                      seqs=(Seq(('conv1', *(f'fire{i}' for i in range(2, 10))), 'features'),),
                      renames=((r'^final_conv$', 'classifier.1'),))
 
-_MOBILENET = Family(head='classifier.1.weight',
-                    renames=((r'\.conv$', '.0'), (r'\.bn$', '.1'), (r'^classifier$', 'classifier.1')))
+_MOBILENET = Family(head='classifier.1.weight',  # our conv-BN units hold `conv`, `bn` for 0, 1
+                    renames=((r'\.conv$', '.0'), (r'\.bn$', '.1'),
+                             (r'^classifier$', 'classifier.1')))
 _RESNET = Family(head='fc.weight', renames=((r'\.downsample\.conv$', '.downsample.0'),
                                            (r'\.downsample\.bn$', '.downsample.1')))
 _DENSENET = Family(head='classifier.weight')  # our names are torchvision's
@@ -197,7 +198,7 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **kwargs) -> nn
 
 def _convert(name: str, state_dict: Mapping[str, Any], abstract: nnx.State,
              kwargs: Mapping[str, Any]) -> nnx.State:
-  """convert_state_dict into the ShapeDtypeStructs `abstract` of model `name` built with `kwargs`."""
+  """convert_state_dict into `abstract`, the weights' shapes of model `name` built with `kwargs`."""
   family = _family(name)
   ours = {'.'.join(map(str, path)): var for path, var in nnx.to_flat_state(abstract)}
   torch_modules = _group({k: v for k, v in state_dict.items()
@@ -234,7 +235,7 @@ def _convert(name: str, state_dict: Mapping[str, Any], abstract: nnx.State,
 
 
 def read_state_dict(path: str) -> dict[str, Any]:
-  """The state_dict in a `.pth` file, read with `torch.load(weights_only=True)` (no arbitrary pickle).
+  """The state_dict in a `.pth` file, read with `torch.load(weights_only=True)` (no plain pickle).
 
   Also accepts a training checkpoint holding it under 'state_dict' or 'model', and strips the
   'module.' prefix that `nn.DataParallel` adds.
@@ -256,7 +257,7 @@ def read_state_dict(path: str) -> dict[str, Any]:
 
 
 def load_model(name: str, state_dict: Mapping[str, Any], *, seed: int = 0, **kwargs) -> nnx.Module:
-  """cnn_jax model `name` holding the weights of a torchvision state_dict (see convert_state_dict)."""
+  """cnn_jax model `name` holding a torchvision state_dict's weights (see convert_state_dict)."""
   kwargs = {**model_kwargs(name, state_dict), **kwargs}
   graphdef, abstract, rest = weights.skeleton(name, seed=seed, **kwargs)
   return nnx.merge(graphdef, _convert(name, state_dict, abstract, kwargs), rest)

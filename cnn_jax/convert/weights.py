@@ -68,7 +68,7 @@ def skeleton(name: str, *, seed: int = 0, **kwargs) -> Skeleton:
 
 
 def build_model(name: str, state: nnx.State, *, seed: int = 0, **kwargs) -> nnx.Module:
-  """`models.create(name, seed=seed, **kwargs)` holding the weights in `state`, never initialised."""
+  """`models.create(name, seed=seed, **kwargs)` holding the weights `state` (no init cost)."""
   graphdef, _, rest = skeleton(name, seed=seed, **kwargs)
   return nnx.merge(graphdef, state, rest)
 
