@@ -213,8 +213,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   graphdef, _, rng_state, _ = _split(nnx.eval_shape(lambda: _build_model(config, num_classes)))
   rng_state = _placeholder_rngs(rng_state)
   # Shapes through the network, abstractly: a bad image size fails here, before any compile.
-  jax.eval_shape(functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
-                 abstract_state, metrics_lib.zeros(), _abstract_batch(config, 2, mesh))
+  # Models are traced under the mesh: they may pin activations to its axes (AlexNet's towers).
+  with jax.set_mesh(mesh):
+    jax.eval_shape(functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
+                   abstract_state, metrics_lib.zeros(), _abstract_batch(config, 2, mesh))
 
   if is_main:
     os.makedirs(workdir, exist_ok=True)
@@ -242,16 +244,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   acc_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), metrics_lib.zeros())
   new_acc = jax.jit(metrics_lib.zeros, out_shardings=acc_sharding)
   t0 = time.time()
-  train_step = jax.jit(
-      functools.partial(_train_step, graphdef=graphdef, rng_state=rng_state, config=config, tx=tx),
-      in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
-      out_shardings=(shardings, acc_sharding), donate_argnums=(0, 1),
-  ).lower(state, new_acc(), _abstract_batch(config, config.batch_size, mesh)).compile()
-  eval_step = jax.jit(
-      functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
-      in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
-      out_shardings=acc_sharding, donate_argnums=(1,),
-  ).lower(state, new_acc(), _abstract_batch(config, config.eval_batch_size, mesh)).compile()
+  with jax.set_mesh(mesh):
+    train_step = jax.jit(
+        functools.partial(_train_step, graphdef=graphdef, rng_state=rng_state, config=config,
+                          tx=tx),
+        in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
+        out_shardings=(shardings, acc_sharding), donate_argnums=(0, 1),
+    ).lower(state, new_acc(), _abstract_batch(config, config.batch_size, mesh)).compile()
+    eval_step = jax.jit(
+        functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
+        in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
+        out_shardings=acc_sharding, donate_argnums=(1,),
+    ).lower(state, new_acc(), _abstract_batch(config, config.eval_batch_size, mesh)).compile()
   logging.info('compiled train and eval steps in %.1f s', time.time() - t0)
   apply_plateau = None
   if plateau is not None:

@@ -13,11 +13,18 @@ variant=torchvision: torchvision's `alexnet` (One weird trick layout, 224 px) wi
   recipe (pytorch/vision references/classification): SGD lr 0.01, momentum 0.9, wd 1e-4 on all
   parameters, batch 256, lr x0.1 at epochs 30 and 60, 90 epochs, random-resized crop + flip.
   Expected: 56.5 % / 79.1 % top-1 / top-5 accuracy (torchvision IMAGENET1K_V1).
+split=2 (paper variant): the paper's two-GPU model parallelism (§3.2): a ('data', 'model') mesh with
+  'model' = 2, each device of a pair holding one tower and half of each FC layer
+  (`AlexNet2012(tower_axis='model')`), data parallel over the remaining devices (any even count).
+  Same network, same parameters: checkpoints move between split and unsplit runs.
 
   python train.py --config=configs/alexnet.py --workdir=runs/alexnet \
       --config.data.data_dir=/path/to/tensorflow_datasets      # ImageNet prepared by cnn_jax.data.prepare
   python train.py --config=configs/alexnet.py:variant=torchvision --workdir=runs/alexnet_tv
   python train.py --config=configs/alexnet.py:runlocal --workdir=/tmp/alexnet_local   # CPU, < 3 min
+  python train.py --config=configs/alexnet.py:split=2 --workdir=runs/alexnet_split     # 2k GPUs
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+      python train.py --config=configs/alexnet.py:runlocal,split=2 --workdir=/tmp/alexnet_split
 
 Hardware/time: the paper took 5-6 days on two GTX 580 3 GB; 90 epochs are 1.13 M steps of batch 128
 (about 115 M images): expect roughly a day on one modern GPU, input pipeline permitting (not measured
@@ -28,7 +35,7 @@ from cnn_jax import config as config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg, variant='paper')
+  args = config_lib.parse_arg(arg, variant='paper', split=1)
   c = config_lib.base_config()
   c.data.name = 'imagenet2012'
   c.data.train_split = 'train'
@@ -67,6 +74,12 @@ def get_config(arg=None):
     c.schedule.boundaries_epochs = (30.0, 60.0)
   else:
     raise ValueError(f"variant={args.variant!r}: use 'paper' or 'torchvision'")
+  if args.split == 2 and args.variant == 'paper':
+    c.mesh_shape.model = 2
+    c.model.kwargs.tower_axis = 'model'
+  elif args.split != 1:
+    raise ValueError(f'split={args.split}: the paper splits its network (variant=paper) over 2 '
+                     'devices; use split=2 with variant=paper, or split=1 (no model parallelism)')
   if args.runlocal:
     config_lib.apply_runlocal(c, 'alexnet2012_tiny')
   return c
