@@ -95,14 +95,21 @@ def test_random_resized_crop_area_and_aspect():
 
 
 def test_lighting_adds_the_pca_shift():
-  rng = np.random.default_rng(5)
-  x = np.full((4, 4, 3), 0.5, np.float32)
-  y = transforms.lighting(x, rng)
+  shift = transforms.lighting_shift(np.random.default_rng(5))
   alpha = np.random.default_rng(5).normal(0, 0.1, 3).astype(np.float32)
-  np.testing.assert_allclose(y - x, np.broadcast_to(
-      transforms.PCA_EIGVEC @ (alpha * transforms.PCA_EIGVAL), x.shape), atol=1e-6)
+  np.testing.assert_allclose(shift, transforms.PCA_EIGVEC @ (alpha * transforms.PCA_EIGVAL))
   # The eigenvectors are orthonormal (columns), as a PCA's are.
   np.testing.assert_allclose(transforms.PCA_EIGVEC.T @ transforms.PCA_EIGVEC, np.eye(3), atol=2e-3)
+  # On a flat image the alexnet transform moves each channel by exactly that shift.
+  x = np.full((300, 400, 3), 100, np.uint8)
+  t = transforms.Transform('alexnet', 224, 256, MEAN, STD)
+  plain = transforms.Transform(None, 224, 256, MEAN, STD)(x)
+  rng = np.random.default_rng(7)
+  out = t(x, rng)
+  rng = np.random.default_rng(7)  # replay the draws: crop offsets, flip, then alpha
+  rng.integers(0, 32, endpoint=True, size=2), rng.random()
+  np.testing.assert_allclose(out - plain, np.broadcast_to(
+      transforms.lighting_shift(rng) / np.array(STD), out.shape), atol=1e-5)
 
 
 def test_ten_crop(photo):

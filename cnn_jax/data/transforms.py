@@ -49,21 +49,20 @@ def open_image(data) -> Image.Image:
   return Image.open(io.BytesIO(data))
 
 
-def crop_resize(img: Image.Image, box: Box, out: tuple[int, int]) -> np.ndarray:
-  """Resample `box` of `img` to `out` = (width, height) RGB uint8, decoding JPEGs at reduced scale."""
+def crop_resize(img: Image.Image, box: Box, out: tuple[int, int]) -> Image.Image:
+  """Resample `box` of `img` to an RGB image of `out` = (width, height), decoding JPEGs at reduced scale."""
   w, h = img.size
   if img.format == 'JPEG':
     # The smallest DCT scale whose image still has >= `out` pixels across the box.
     bw, bh = box[2] - box[0], box[3] - box[1]
-    img.draft('RGB', (math.ceil(w * out[0] / bw), math.ceil(h * out[1] / bh)))
-    sx, sy = img.size[0] / w, img.size[1] / h
-    box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    drafted = img.draft('RGB', (math.ceil(w * out[0] / bw), math.ceil(h * out[1] / bh)))
+    if drafted:  # decoded at 1/k: the returned box (0, 0, w/k, h/k) gives k exactly
+      f = drafted[1][2] / w
+      box = (box[0] * f, box[1] * f, box[2] * f, box[3] * f)
   if img.mode not in ('RGB', 'L'):  # CMYK, palette, RGBA, 16-bit ... -> RGB before filtering
     img = img.convert('RGB')
   img = img.resize(out, Image.Resampling.BILINEAR, box=box)
-  if img.mode != 'RGB':
-    img = img.convert('RGB')
-  return np.asarray(img)
+  return img if img.mode == 'RGB' else img.convert('RGB')
 
 
 def short_side_box(w: int, h: int, resize: float, size: int, x: float, y: float) -> Box:
@@ -114,10 +113,11 @@ def random_resized_box(w, h, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Box
   return ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
 
 
-def lighting(x01: np.ndarray, rng) -> np.ndarray:
-  """AlexNet §4.1 PCA colour noise: add sum_i p_i alpha_i lambda_i, alpha_i ~ N(0, 0.1), to every pixel."""
+def lighting_shift(rng) -> np.ndarray:
+  """AlexNet §4.1 PCA colour noise: the RGB shift sum_i p_i alpha_i lambda_i, alpha_i ~ N(0, 0.1),
+  added to every pixel (on the [0, 1] scale), redrawn for every image."""
   alpha = rng.normal(0.0, LIGHTING_STD, size=3).astype(np.float32)
-  return x01 + PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+  return PCA_EIGVEC @ (alpha * PCA_EIGVAL)
 
 
 class Transform:
@@ -136,8 +136,10 @@ class Transform:
       raise ValueError(f'resize {resize} < crop {size}: crop_fraction must be <= 1')
     self.augment = None if augment == 'none' else augment
     self.size, self.resize = size, resize
-    self.scale = (np.float32(1 / 255) / np.asarray(std, np.float32))
-    self.offset = -np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    self.std = np.asarray(std, np.float32)
+    # Full-size arrays: numpy is slow at broadcasting over a last axis of 3.
+    self.scale = np.tile(np.float32(1 / 255) / self.std, (size, size, 1))
+    self.offset = np.tile(-np.asarray(mean, np.float32) / self.std, (size, size, 1))
 
   def _box(self, w: int, h: int, rng) -> Box:
     size, resize, a = self.size, self.resize, self.augment
@@ -153,23 +155,25 @@ class Transform:
 
   def __call__(self, data, rng: np.random.Generator | None = None) -> np.ndarray:
     img = open_image(data)
-    x = crop_resize(img, self._box(*img.size, rng), (self.size, self.size))
+    img = crop_resize(img, self._box(*img.size, rng), (self.size, self.size))
     if self.augment is not None and rng.random() < 0.5:
-      x = x[:, ::-1]
+      img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    offset = self.offset
     if self.augment in ('alexnet', 'vgg', 'resnet'):  # VGG §3.1 and ResNet §3.4 reuse AlexNet's
-      return (lighting(x.astype(np.float32) * np.float32(1 / 255), rng) * (self.scale * 255)
-              + self.offset).astype(np.float32)
-    return (x * self.scale + self.offset).astype(np.float32)
+      offset = offset + np.tile(lighting_shift(rng) / self.std, (self.size, self.size, 1))
+    return np.multiply(np.asarray(img), self.scale, dtype=np.float32) + offset
 
   def ten_crop(self, data) -> np.ndarray:
     img = open_image(data)
     w, h = img.size
     r, size = self.resize, self.size
-    x = crop_resize(img, centre_box(w, h, r, r), (r, r))
+    square = crop_resize(img, centre_box(w, h, r, r), (r, r))
     e, c = r - size, (r - size) // 2
-    views = [x[y:y + size, x0:x0 + size] for x0, y in ((0, 0), (e, 0), (0, e), (e, e), (c, c))]
-    views += [v[:, ::-1] for v in views]
-    return (np.stack(views) * self.scale + self.offset).astype(np.float32)
+    views = [square.crop((x, y, x + size, y + size))
+             for x, y in ((0, 0), (e, 0), (0, e), (e, e), (c, c))]
+    views += [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for v in views]
+    return np.multiply(np.stack([np.asarray(v) for v in views]), self.scale,
+                       dtype=np.float32) + self.offset
 
 
 def decode_check(fn: Callable, describe: Callable[[], str]):
