@@ -1,0 +1,427 @@
+"""Top-1 / top-5 error of trained or converted networks over a whole split: centre crop, 10-crop, ensembles.
+
+Krizhevsky et al. 2012 report error rates over the whole ILSVRC-2012 validation set (§6). At test time
+their network "extracts five 224x224 patches (the four corner patches and the center patch) as well as
+their horizontal reflections (hence ten patches in all), and averag[es] the predictions made by the
+network's softmax layer on the ten patches" (§4.1), and an ensemble of CNNs averages the predictions of
+its members ("5 CNNs", §6 and Table 2). Here the predictions are averaged the same way: the softmax
+over the views, then over the networks.
+
+Every example is counted exactly once, whatever the batch size or process count: the loader pads the
+last batch and masks the padding out (`cnn_jax.data.make_loader(train=False)`), and the masked top-k
+counts are the trainer's own (`metrics.correct`, which its periodic validation uses).
+
+A network is named by a path: a train.py workdir (its latest checkpoint, `best` or a given step), one
+step of it (`<workdir>/checkpoints/<step>`), or a weights directory from `python -m cnn_jax.convert`.
+`evaluate(networks, ...)` evaluates restored networks; `run(...)` is eval.py: it resolves the paths,
+checks model and dataset, evaluates, prints a results row and appends it to `results.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+from tqdm import tqdm
+
+from cnn_jax import data
+from cnn_jax import metrics as metrics_lib
+from cnn_jax import models
+from cnn_jax import parallel
+from cnn_jax.checkpoint import IncompatibleCheckpointError
+from cnn_jax.convert import weights as weights_lib
+
+RESULTS_FILE = 'results.jsonl'
+PATH_FORMS = ('a train.py --workdir, one of its checkpoints/<step> directories, or a weights directory '
+              'written by `python -m cnn_jax.convert`')
+
+
+@dataclasses.dataclass
+class Source:
+  """What a path holds, read from metadata only (nothing restored yet)."""
+  path: str  # the checkpoint step's directory, or the converted weights'
+  name: str  # registered model name
+  num_classes: int
+  image_size: int  # the run's resolution; the registry's input size for converted weights
+  model_kwargs: dict[str, Any]
+  step: int | None  # None for converted weights
+  workdir: str | None  # the train.py run; None for converted weights
+  run_config: dict[str, Any] | None  # the run's config.json
+
+
+@dataclasses.dataclass
+class Network:
+  """A restored network: its graph, weights (the EMA parameters where the run keeps them, as the
+  trainer's validation uses) and BatchNorm statistics, on this process's first device."""
+  source: Source
+  graphdef: nnx.GraphDef
+  weights: nnx.State
+  rest: nnx.State  # RNG streams: unused in eval mode
+
+  @property
+  def param_count(self) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(self.weights.filter(nnx.Param)))
+
+
+# ----------------------------------------------------------------------------- finding checkpoints
+
+
+def _run_manager(workdir: str) -> ocp.CheckpointManager:
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(_no_checkpoint(workdir))
+  return ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                     'data': grain.checkpoint.CheckpointHandler()})
+
+
+def _no_checkpoint(workdir: str) -> str:
+  return (f'no finished checkpoint in {os.path.join(workdir, "checkpoints")}: train first '
+          f'(python train.py --config=configs/<recipe>.py --workdir={workdir}), or pass '
+          f'--checkpoint=<{PATH_FORMS}>')
+
+
+def _best_step(workdir: str, steps: Sequence[int]) -> int:
+  """The kept step with the lowest validation top-1 error that the run logged in metrics.jsonl."""
+  errors = {}
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      for record in map(json.loads, f):
+        if record.get('split') == 'eval' and record['step'] in steps and 'top1_error' in record:
+          errors[record['step']] = record['top1_error']  # a re-evaluated step: the last record
+  if not errors:
+    raise ValueError(f'--best: none of the checkpoints {list(steps)} of {workdir} has a validation '
+                     'result in its metrics.jsonl; drop --best or pass --step')
+  return min(errors, key=lambda s: (errors[s], -s))
+
+
+def _run_source(workdir: str, step: int | None = None, best: bool = False) -> Source:
+  """The checkpoint of a train.py run at `step`, the best one, or the latest."""
+  workdir = os.path.abspath(workdir)
+  with _run_manager(workdir) as manager:
+    steps = list(manager.all_steps())
+    if not steps:
+      raise FileNotFoundError(_no_checkpoint(workdir))
+    if step is not None and step not in steps:
+      raise FileNotFoundError(f'no checkpoint at step {step} in {workdir}; its steps: {steps}')
+    if step is None:
+      step = _best_step(workdir, steps) if best else max(steps)
+    identity = manager.metadata(step).custom_metadata or {}
+  config_path = os.path.join(workdir, 'config.json')
+  if 'model' not in identity or not os.path.exists(config_path):
+    raise ValueError(f'{workdir} is not a train.py workdir: it needs config.json and checkpoints '
+                     'whose metadata names the model')
+  with open(config_path, encoding='utf-8') as f:
+    run_config = json.load(f)
+  return Source(os.path.join(workdir, 'checkpoints', str(step)), identity['model'],
+                identity['num_classes'], identity['image_size'],
+                run_config['model'].get('kwargs') or {}, step, workdir, run_config)
+
+
+def locate(path: str, *, step: int | None = None, best: bool = False) -> Source:
+  """What `path` holds: a run workdir (its `step`, `best` or latest checkpoint), one checkpoint step
+  of a run, or converted weights."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'{path} does not exist; pass {PATH_FORMS}')
+  parent = os.path.dirname(path)
+  if os.path.basename(parent) == 'checkpoints' and os.path.basename(path).isdigit():
+    if step is not None or best:
+      raise ValueError(f'{path} is one checkpoint step already; drop --step/--best')
+    return _run_source(os.path.dirname(parent), int(os.path.basename(path)))
+  if os.path.isdir(os.path.join(path, 'checkpoints')) or os.path.exists(
+      os.path.join(path, 'config.json')):
+    return _run_source(path, step, best)
+  try:
+    meta = weights_lib.metadata(path)
+  except (FileNotFoundError, ValueError) as e:
+    raise ValueError(f'{path} holds no checkpoint: pass {PATH_FORMS}') from e
+  if step is not None or best:
+    raise ValueError(f'{path} holds converted weights, which have no steps; drop --step/--best')
+  kwargs = dict(meta['model_kwargs'])
+  num_classes = kwargs.pop('num_classes', 1000)
+  return Source(path, meta['model'], num_classes, models.get_info(meta['model']).input_size,
+                kwargs, None, None, None)
+
+
+def restore(source: Source, *, dtype=None) -> Network:
+  """The network of `source` with `dtype` compute (None: the model's default), on this process's
+  first local device (any device count may have written it)."""
+  kwargs = {**source.model_kwargs, **({'dtype': dtype} if dtype is not None else {})}
+  graphdef, abstract, rest = weights_lib.skeleton(source.name, num_classes=source.num_classes,
+                                                  **kwargs)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  on_device = lambda tree: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+  if source.workdir is None:
+    with ocp.StandardCheckpointer() as checkpointer:
+      state = checkpointer.restore(source.path, on_device(abstract))
+    return Network(source, graphdef, state, rest)
+  params, stats = abstract.split(nnx.Param, ...)
+  with _run_manager(source.workdir) as manager:
+    saved = manager.item_metadata(source.step)['state'].tree
+    key = 'ema' if 'ema' in saved else 'params'
+    target = on_device({key: params, 'model_state': stats})
+    restored = manager.restore(source.step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))['state']
+  return Network(source, graphdef, nnx.merge_state(restored[key], restored['model_state']), rest)
+
+
+# ----------------------------------------------------------------------------- evaluating
+
+
+def _log_mean_exp(x: jax.Array) -> jax.Array:
+  """log(mean(exp(x), axis 0)): log-probabilities of the averaged softmax."""
+  return jax.nn.logsumexp(x, axis=0) - math.log(x.shape[0])
+
+
+def _make_step(graphdefs, rests, ten_crop: bool):
+  """The jitted body: add one masked batch into the sums, predictions averaged over views and nets."""
+
+  def log_probs(graphdef, rest, w, images):
+    model = nnx.merge(graphdef, w, rest, copy=True)
+    forward = lambda x: jax.nn.log_softmax(model(x, train=False).astype(jnp.float32))
+    if not ten_crop:
+      return forward(images)
+    # (B, 10, H, W, 3): one view at a time, so 10-crop needs no more memory than one crop.
+    return _log_mean_exp(jax.lax.map(forward, jnp.moveaxis(images, 1, 0)))
+
+  def step(ws, sums, batch):
+    labels, mask = batch['label'], batch['mask']
+    each = jnp.stack([log_probs(g, r, w, batch['image']) for g, r, w in zip(graphdefs, rests, ws)])
+    logp = _log_mean_exp(each)
+    top1, top5 = metrics_lib.correct(logp, labels, mask)
+    nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+    new = {'loss': sums['loss'] + jnp.sum(nll * mask), 'top1': sums['top1'] + top1,
+           'top5': sums['top5'] + top5, 'count': sums['count'] + jnp.sum(mask.astype(jnp.float32))}
+    if len(ws) > 1:
+      c1, c5 = jax.vmap(lambda lp: metrics_lib.correct(lp, labels, mask))(each)
+      new['member_top1'], new['member_top5'] = sums['member_top1'] + c1, sums['member_top5'] + c5
+    return new
+
+  return step
+
+
+def _zeros(num_networks: int) -> dict[str, jax.Array]:
+  sums = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'top1', 'top5', 'count')}
+  if num_networks > 1:
+    sums['member_top1'] = sums['member_top5'] = jnp.zeros((num_networks,), jnp.float32)
+  return sums
+
+
+def _place(weights: nnx.State, mesh) -> nnx.State:
+  """Host-local weights -> global arrays on `mesh` (replicated, or as the model annotates them),
+  built from each process's own copy: no transfer between processes."""
+  def put(x, sharding):
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+  return jax.tree.map(put, weights, parallel.state_shardings(weights, mesh))
+
+
+def _uncommitted(rest: nnx.State) -> nnx.State:
+  """Copies not tied to a device, so the compiled step may close over them on any mesh."""
+  def copy(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(jnp.asarray(np.asarray(jax.random.key_data(x))),
+                                      impl=jax.random.key_impl(x))
+    return jnp.asarray(np.asarray(x))
+  return jax.tree.map(copy, rest)
+
+
+def _check_networks(networks: Sequence[Network], data_config, image_size: int) -> None:
+  if len({n.source.num_classes for n in networks}) > 1:
+    raise IncompatibleCheckpointError(
+        'the networks of an ensemble must predict the same classes; got ' +
+        ', '.join(f'{n.source.path}: {n.source.num_classes}' for n in networks))
+  for n in networks:
+    minimum = models.get_info(n.source.name).min_input_size
+    if image_size < minimum:
+      raise ValueError(f'{n.source.name} needs images of at least {minimum}x{minimum} pixels, not '
+                       f'{image_size}; evaluate at a larger --config.image_size')
+  infos = [models.get_info(n.source.name) for n in networks]
+  preprocessing = {(tuple(i.mean), tuple(i.std), i.crop_fraction) for i in infos}
+  if len(preprocessing) > 1 and not (data_config.get('mean') and data_config.get('std')
+                                     and data_config.get('crop_fraction')):
+    raise ValueError('the networks of this ensemble normalise or crop their input differently '
+                     f'({sorted({i.name for i in infos})}); set data.mean, data.std and '
+                     'data.crop_fraction in the config to evaluate them on the same input')
+
+
+def evaluate(networks: Sequence[Network], data_config: ml_collections.ConfigDict, *, split: str,
+             image_size: int, batch_size: int, ten_crop: bool = False, mesh=None,
+             progress: bool = False) -> dict[str, Any]:
+  """Top-1 / top-5 over the whole `split` at `image_size`; softmax averaged over views and networks.
+
+  `batch_size` images per global batch (each of 10 views with `ten_crop`), a multiple of the mesh's
+  'data' size. Returns top1, top5 (accuracies in [0, 1]), top1_err, top5_err, loss (the mean
+  negative log-likelihood of the averaged softmax), n (examples counted), seconds and images_per_s
+  (after compilation) and, for an ensemble, members: each network's own top1_err / top5_err.
+  """
+  _check_networks(networks, data_config, image_size)
+  mesh = mesh if mesh is not None else parallel.make_mesh({'data': -1, 'model': 1})
+  if batch_size % mesh.shape['data']:
+    raise ValueError(f'the eval batch size {batch_size} must be a multiple of the '
+                     f'{mesh.shape["data"]} devices of the mesh\'s data axis')
+  total = data.num_examples(data_config, split)
+  ws = [_place(n.weights, mesh) for n in networks]
+  sharding = parallel.batch_sharding(mesh)
+  views = (10,) if ten_crop else ()
+  abstract_batch = {
+      'image': jax.ShapeDtypeStruct((batch_size, *views, image_size, image_size, 3), jnp.float32,
+                                    sharding=sharding),
+      'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+      'mask': jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)}
+  replicated = parallel.replicated(mesh)
+  body = _make_step([n.graphdef for n in networks], [_uncommitted(n.rest) for n in networks],
+                    ten_crop)
+  with jax.set_mesh(mesh):
+    sums = jax.jit(functools.partial(_zeros, len(networks)), out_shardings=replicated)()
+    step = jax.jit(body, out_shardings=replicated, donate_argnums=(1,)).lower(
+        ws, sums, abstract_batch).compile()
+
+  loader = data.make_loader(data_config, split, train=False, global_batch_size=batch_size, seed=0,
+                            image_size=image_size, model_name=networks[0].source.name,
+                            ten_crop=ten_crop)
+  bar = tqdm(total=total, unit='img', unit_scale=True, dynamic_ncols=True,
+             desc=f'{split} {"10-crop" if ten_crop else "centre crop"}',
+             disable=not progress or jax.process_index() != 0)
+  t0 = time.time()
+  for batch in loader:
+    sums = step(ws, sums, parallel.global_batch(batch, mesh))
+    bar.update(min(batch_size, total - bar.n))
+  sums = jax.device_get(sums)
+  seconds = time.time() - t0
+  bar.close()
+
+  summary = metrics_lib.summarise(sums)
+  n = int(sums['count'])
+  result = {'top1': summary['top1'], 'top1_err': summary['top1_error'], 'top5': summary['top5'],
+            'top5_err': summary['top5_error'], 'loss': summary['loss'], 'n': n,
+            'seconds': seconds, 'images_per_s': n / seconds}
+  if len(networks) > 1:
+    result['members'] = [
+        {'checkpoint': net.source.path, 'top1_err': 1.0 - float(c1) / n,
+         'top5_err': 1.0 - float(c5) / n}
+        for net, c1, c5 in zip(networks, sums['member_top1'], sums['member_top5'])]
+  return result
+
+
+# ----------------------------------------------------------------------------- eval.py
+
+
+def _data_config(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A run's data config from its config.json (JSON lists back to tuples)."""
+  c = data.default_data_config()
+  for key, value in saved.items():
+    if key in c:
+      c[key] = tuple(value) if isinstance(value, list) else value
+  return c
+
+
+def _settings(config, source: Source):
+  """(data config, image size, eval batch size, mesh shape, half precision): from --config, else the
+  run's config.json, else ImageNet's validation split at the model's registry input size."""
+  if config is not None:
+    return (config.data, config.image_size, config.eval_batch_size, config.mesh_shape,
+            config.half_precision)
+  run = source.run_config
+  if run is not None:
+    return (_data_config(run['data']), run['image_size'], run['eval_batch_size'], run['mesh_shape'],
+            run.get('half_precision'))
+  imagenet = data.default_data_config()
+  imagenet.name, imagenet.eval_split = 'imagenet2012', 'validation'
+  return imagenet, source.image_size, 256, {'data': -1, 'model': 1}, None
+
+
+def format_row(row: dict[str, Any]) -> str:
+  """One line for the console: model, data, protocol, errors, size, speed."""
+  step = '' if row['step'] is None else f' @ step {row["step"]}'
+  return (f'{row["model"]}{step} | {row["dataset"]}/{row["split"]} n={row["n"]} | {row["crop"]} '
+          f'{row["resolution"]} px | top-1 err {100 * row["top1_err"]:.2f} % | top-5 err '
+          f'{100 * row["top5_err"]:.2f} % | {row["param_count"] / 1e6:.2f} M params | '
+          f'{row["images_per_s"]:.0f} img/s')
+
+
+def run(config: ml_collections.ConfigDict | None = None, *, workdir: str | None = None,
+        checkpoints: Sequence[str] = (), step: int | None = None, best: bool = False,
+        ten_crop: bool = False, split: str | None = None, batch_size: int = 0,
+        progress: bool = True) -> dict[str, Any]:
+  """eval.py: evaluate, print a results row and append it to results.jsonl; return the row.
+
+  The networks are `checkpoints` (several = an ensemble), else `workdir`'s `step`, `best` or latest
+  checkpoint. Data, resolution, batch size and mesh come from `config`, else from the (first) run's
+  config.json, else ImageNet's validation split. `split` and `batch_size` (> 0) override them.
+  The row goes to `workdir`/results.jsonl, else to the run directory of the first checkpoint
+  (converted weights alone without a workdir: printed only). Only process 0 prints and writes.
+  """
+  if not checkpoints and not workdir:
+    raise ValueError('nothing to evaluate: pass --workdir (a train.py run) or --checkpoint')
+  sources = ([locate(p, step=step, best=best) for p in checkpoints] if checkpoints
+             else [_run_source(workdir, step, best)])
+  if config is not None:
+    for s in sources:
+      if s.name != config.model.name:
+        raise IncompatibleCheckpointError(
+            f'{s.path} is a checkpoint of {s.name}, but the config evaluates '
+            f'{config.model.name}; pass the config it was trained with (or omit --config to use '
+            "the run's own config.json)")
+  data_config, image_size, eval_batch, mesh_shape, half = _settings(config, sources[0])
+  split = split or data_config.eval_split
+  total = data.num_examples(data_config, split)  # a dataset that is not prepared fails here
+  num_classes = data.num_classes(data_config)
+  for s in sources:
+    if s.num_classes != num_classes:
+      raise IncompatibleCheckpointError(
+          f'{s.path} predicts {s.num_classes} classes, but {data_config.name} has {num_classes}')
+
+  if half is None:
+    half = jax.default_backend() != 'cpu'
+  networks = [restore(s, dtype=jnp.bfloat16 if half else None) for s in sources]
+  mesh = parallel.make_mesh(mesh_shape)
+  result = evaluate(networks, data_config, split=split, image_size=image_size,
+                    batch_size=batch_size or eval_batch, ten_crop=ten_crop, mesh=mesh,
+                    progress=progress)
+  if result['n'] != total:
+    logging.warning('%d of the %d examples of %s were counted: the others were skipped as corrupt '
+                    '(data.skip_corrupt)', result['n'], total, split)
+
+  names = [s.name for s in sources]
+  one = len(sources) == 1
+  row = {
+      'model': names[0] if one else (f'{names[0]} x{len(names)}' if len(set(names)) == 1
+                                     else '+'.join(names)),
+      **{k: result[k] for k in ('top1', 'top1_err', 'top5', 'top5_err', 'n')},
+      'crop': '10-crop' if ten_crop else 'center', 'resolution': image_size,
+      'param_count': sum(n.param_count for n in networks),
+      'step': sources[0].step if one else [s.step for s in sources],
+      'checkpoint': sources[0].path if one else [s.path for s in sources],
+      'dataset': data_config.name, 'split': split, 'dtype': 'bfloat16' if half else 'float32',
+      **{k: v for k, v in result.items() if k in ('loss', 'seconds', 'images_per_s', 'members')},
+      'time': time.time()}
+  out_dir = workdir or next((s.workdir for s in sources if s.workdir), None)
+  if jax.process_index() == 0:
+    print(format_row(row), flush=True)
+    if out_dir:
+      path = os.path.join(os.path.abspath(out_dir), RESULTS_FILE)
+      with open(path, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(row) + '\n')
+      logging.info('appended the results row to %s', path)
+    else:
+      logging.warning('no --workdir: the results row was printed, not saved')
+  return row
