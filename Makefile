@@ -15,7 +15,11 @@ setup: $(VENV)/.installed
 models: setup
 	$(PY) -m cnn_jax.models
 
-quickstart: models
+# Trains configs/quickstart.py on the embedded digits (~1-2 min on 2 CPU cores); running it again
+# resumes (here: re-evaluates) the run in $(QUICKSTART_DIR).
+QUICKSTART_DIR ?= runs/quickstart
+quickstart: setup
+	$(PY) train.py --config=configs/quickstart.py --workdir=$(QUICKSTART_DIR)
 
 test: setup
 	$(PY) -m pytest -q -ra

@@ -84,14 +84,19 @@ class Checkpointer:
 def load_state(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
   """(step, train state as nested dicts of arrays, metadata) of a run's checkpoint, no target needed.
 
-  `step` defaults to the latest. Variables appear as {'value': array} leaves, as Orbax stores them.
+  The arrays land on this process's first device, whatever device count wrote them. `step`
+  defaults to the latest. Variables appear as {'value': array} leaves, as Orbax stores them.
   """
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  with ocp.CheckpointManager(directory, item_names=('state', 'data')) as manager:
+  with ocp.CheckpointManager(directory,
+                             item_handlers={'state': ocp.StandardCheckpointHandler()}) as manager:
     step = manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no finished checkpoint in {directory}')
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          manager.item_metadata(step)['state'].tree)
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     return step, state['state'], dict(manager.metadata(step).custom_metadata or {})
 
 

@@ -4,22 +4,68 @@ One `jax.jit` program runs on every device; XLA inserts the gradient all-reduce.
 are computed over the whole global batch (synchronised BN), because under jit the batch is one array.
 Parameters and optimizer state are replicated, except where a model annotates a parameter with an
 `out_sharding` (`nnx.with_partitioning` or `kernel_metadata`): AlexNet's two towers over 'model'
-(cnn_jax/models/alexnet.py). `collectives` counts the communication of a compiled program per axis.
+(cnn_jax/models/alexnet.py). `collectives` lists the communication of a compiled program per
+mesh axis.
+Several processes (hosts) join through `initialize_distributed()` (JAX's distributed runtime);
+the mesh then spans the devices of all of them.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import numpy as np
+from absl import flags, logging
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'model')
+
+# Multi-process start-up, shared by train.py and eval.py (flags defined once, here).
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False,
+    'Join a multi-process run with jax.distributed.initialize(). The coordinator, process count and '
+    'process id come from the three flags below or, where unset, from the cluster environment JAX '
+    'detects (SLURM, Open MPI, Kubernetes, Cloud TPU). Setting any of the three implies --distributed.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, which runs the coordination service; '
+                                 'every process passes the same address.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1.')
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    'distributed_init_timeout_s', 300, 'Give up when not all processes have joined after this long.')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout_s', 100,
+    'A process that has not been heard from for this long is declared dead, and the coordination '
+    'service stops all the others with an error (instead of them waiting in a collective forever).')
+
+
+def initialize_distributed() -> bool:
+  """Start JAX's distributed runtime when the flags ask for it; True if it was started.
+
+  Must run before anything touches a device. Afterwards `jax.devices()` lists the devices of every
+  process, `jax.process_index()` is this process; on CPU, cross-process collectives go through gloo
+  (jax's default `jax_cpu_collectives_implementation`).
+  """
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not _DISTRIBUTED.value and all(v is None for v in explicit):
+    return False
+  try:
+    jax.distributed.initialize(
+        *explicit, initialization_timeout=_INIT_TIMEOUT.value,
+        heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
+  except ValueError as e:  # e.g. "coordinator_address should be defined."
+    raise ValueError(
+        f'jax.distributed.initialize(): {e} Pass --coordinator_address=HOST:PORT '
+        '--num_processes=N --process_id=I, or run under a cluster manager JAX detects '
+        '(SLURM srun, Open MPI mpirun, Kubernetes).') from e
+  logging.info('process %d of %d; %d local devices of %d', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
 
 
 def mesh_axis_sizes(mesh_shape: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
@@ -46,7 +92,8 @@ def make_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
   """A ('data', 'model') mesh over `devices` (default: all devices of all processes)."""
   devices = jax.devices() if devices is None else devices
   sizes = mesh_axis_sizes(mesh_shape, len(devices))
-  return jax.make_mesh(sizes, AXES, devices=devices)
+  # Auto axes: jit's partitioner places intermediates; only inputs/outputs carry shardings.
+  return jax.make_mesh(sizes, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -105,22 +152,31 @@ def _device_groups(instruction: str, num_devices: int) -> list[list[int]]:
   raise ValueError(f'cannot read the device groups of this HLO collective: {instruction[:300]}')
 
 
-def collectives(hlo_text: str, mesh: Mesh) -> collections.Counter:
-  """Count the collectives of a compiled SPMD program by kind and the mesh axes they span.
+class Collective(NamedTuple):
+  """One collective instruction: kind ('all-gather', ...), the mesh axes its device groups span
+  ('model', 'data', 'data+model'; '' when it moves nothing), and its result shapes."""
+  kind: str
+  axes: str
+  shapes: tuple[tuple[int, ...], ...]
 
-  `hlo_text`: `jax.jit(f).lower(...).compile().as_text()` for a program over `mesh` (partition p is
-  device `mesh.devices.flat[p]`). Returns e.g. {('all-gather', 'model'): 5, ('all-reduce', 'data'): 1}:
-  the axes are those along which the devices of a group differ ('' for a collective that moves
-  nothing). Each HLO instruction counts once (XLA combines many small all-reduces into one), even
-  inside a loop body.
+
+def collectives(hlo_text: str, mesh: Mesh | jax.sharding.AbstractMesh) -> list[Collective]:
+  """The collectives of a compiled SPMD program over `mesh`, in program order.
+
+  `hlo_text`: `jax.jit(f).lower(...).compile().as_text()` or an XLA `*after_optimizations.txt`
+  dump (partition p is the p-th device of `mesh` in row-major order). Each HLO instruction counts
+  once: XLA combines many small all-reduces into one tuple-shaped instruction, and a loop body is not
+  unrolled. `collections.Counter((c.kind, c.axes) for c in ...)` gives the counts per axis.
   """
-  counts = collections.Counter()
+  found = []
   for line in hlo_text.splitlines():
     if not (m := _COLLECTIVE.search(line)):
       continue
     axes = set()
-    for group in _device_groups(line, mesh.devices.size):
-      coords = np.array(np.unravel_index(group, mesh.devices.shape))
+    for group in _device_groups(line, math.prod(mesh.axis_sizes)):
+      coords = np.array(np.unravel_index(group, mesh.axis_sizes))
       axes.update(name for name, c in zip(mesh.axis_names, coords) if len(set(c)) > 1)
-    counts[m[1], '+'.join(a for a in mesh.axis_names if a in axes)] += 1
-  return counts
+    result_type = line[line.index('=') + 1:m.start()]
+    shapes = tuple(tuple(_ints(d)) for d in re.findall(r'[a-z]+\d*\[([\d,]*)\]', result_type))
+    found.append(Collective(m[1], '+'.join(a for a in mesh.axis_names if a in axes), shapes))
+  return found

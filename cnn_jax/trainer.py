@@ -216,7 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Models are traced under the mesh: they may pin activations to its axes (AlexNet's towers).
   with jax.set_mesh(mesh):
     jax.eval_shape(functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
-                   abstract_state, metrics_lib.zeros(), _abstract_batch(config, 2, mesh))
+                   abstract_state, metrics_lib.zeros(),
+                   _abstract_batch(config, mesh.shape['data'], mesh))
 
   if is_main:
     os.makedirs(workdir, exist_ok=True)

@@ -3,7 +3,7 @@ checkpoints restored onto another device count, NaN stop, and failures before co
 
 Runs go through tests/trainer_worker.py (train.py) in subprocesses, so that each can force its own
 host device count; they share a persistent XLA compilation cache. The base run is the VGG recipe's
-runlocal variant (vgg_tiny: BatchNorm, dropout, the plateau schedule) at 32 px.
+runlocal variant (vgg_tiny: BatchNorm, dropout, the plateau schedule; 32 px, batch 16).
 """
 
 import json
@@ -23,7 +23,7 @@ from cnn_jax import checkpoint, config as config_lib, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / 'tests' / 'trainer_worker.py'
-BASE = ['--config=configs/vgg16.py:runlocal', '--config.batch_size=16', '--config.log_every_steps=1']
+VGG = 'configs/vgg16.py:runlocal'
 
 
 @pytest.fixture(scope='module')
@@ -31,12 +31,12 @@ def cache(tmp_path_factory):
   return tmp_path_factory.mktemp('xla_cache')
 
 
-def start(cache, workdir, *args, devices=1):
+def start(cache, workdir, *args, devices=1, config=VGG):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
                        f"--xla_force_host_platform_device_count={devices}")
   cmd = [sys.executable, str(WORKER), f'--workdir={workdir}', f'--compilation_cache={cache}',
-         *BASE, *args]
+         f'--config={config}', '--config.log_every_steps=1', *args]
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
 
@@ -47,8 +47,8 @@ def finish(proc, expect_rc=0):
   return out
 
 
-def run(cache, workdir, *args, devices=1, expect_rc=0):
-  return finish(start(cache, workdir, *args, devices=devices), expect_rc)
+def run(cache, workdir, *args, expect_rc=0, **kwargs):
+  return finish(start(cache, workdir, *args, **kwargs), expect_rc)
 
 
 def records(workdir, split):
@@ -63,7 +63,7 @@ def leaves(tree):
 @pytest.mark.slow
 def test_loss_falls_and_accuracy_rises_on_digits(cache, tmp_path):
   run(cache, tmp_path, '--config.num_train_steps=80', '--config.eval_every_steps=80',
-      '--config.log_every_steps=10', '--config.schedule.name=constant', '--config.optimizer.lr=0.05')
+      '--config.log_every_steps=10', config='configs/quickstart.py:runlocal')  # resnet_tiny
   train = records(tmp_path, 'train')
   assert train[-1]['loss'] < 0.5 * train[0]['loss'], train
   assert train[-1]['top1'] > train[0]['top1'] + 0.3, train
