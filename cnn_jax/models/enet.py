@@ -147,3 +147,5 @@ register('enet_v2', ENet, kwargs={'extra_downsampling': True}, family='enet',
          paper=_PAPER + ' (ENet V2 for ImageNet, Culurciello 2016 blog "Training ENet on ImageNet")',
          params=527_764, min_input_size=31,
          source='no published ImageNet accuracy; params computed from this code')
+register('enet_tiny', ENet, family='enet', paper=_PAPER + ' (enet at 32 px, for tests and runlocal)',
+         params=None, input_size=32, min_input_size=7, eval_resize=36, tiny=True)

@@ -91,3 +91,6 @@ register('squeezenet1_0', SqueezeNet, kwargs={'version': '1_0'}, family='squeeze
 register('squeezenet1_1', SqueezeNet, kwargs={'version': '1_1'}, family='squeezenet',
          paper=_PAPER + ' (v1.1, forresti/SqueezeNet)', params=1_235_496, min_input_size=17,
          top1=58.178, top5=80.624, source='torchvision IMAGENET1K_V1')
+register('squeezenet_tiny', SqueezeNet, kwargs={'version': '1_1'}, family='squeezenet',
+         paper=_PAPER + ' (v1.1 at 32 px: already small, for tests and runlocal)', params=None,
+         input_size=32, min_input_size=17, eval_resize=36, tiny=True)
