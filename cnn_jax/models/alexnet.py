@@ -11,11 +11,12 @@
   dropout, as soumith/imagenet-multiGPU.torch `alexnetowtbn` (the network Canziani et al. used).
 
 Model parallelism (`AlexNet2012(tower_axis='model')`, issue #6): the paper's two-GPU split (§3.2)
-as a sharding of the same network over a mesh axis of size `groups`. Every kernel and bias is sharded
-over that axis on its output dimension (conv1..conv5 channels, fc6..fc8 units), so each device holds
-one tower and half of each FC layer; activations are pinned to that layout, and gathered only at
-conv3's input and at the inputs of fc6, fc7, fc8 and the logits, where the paper's GPUs communicate.
-Parameters are identical to the unsplit network's, so checkpoints move freely between the two.
+as a sharding of the same network over a mesh axis of size `groups`. Every kernel and bias is
+sharded over that axis on its output dimension (conv1..conv5 channels, fc6..fc8 units), so each
+device holds one tower and half of each FC layer; activations are pinned to that layout, and
+gathered only at conv3's input and at the inputs of fc6, fc7, fc8 and the logits, where the
+paper's GPUs communicate. Parameters are identical to the unsplit network's, so checkpoints move
+freely between the two.
 
 All three end the feature extractor with an adaptive average pool to 6x6 (identity at the default
 resolution), as torchvision does, so that smaller images still fit the 9216-wide fc6.
