@@ -6,6 +6,8 @@ Parameters and optimizer state are replicated, except where a model annotates a 
 `out_sharding` (`nnx.with_partitioning` or `kernel_metadata`): AlexNet's two towers over 'model'
 (cnn_jax/models/alexnet.py). `collectives` lists the communication of a compiled program per
 mesh axis.
+Several processes (hosts) join through `initialize_distributed()` (JAX's distributed runtime);
+the mesh then spans the devices of all of them.
 """
 
 from __future__ import annotations
@@ -16,10 +18,54 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import numpy as np
+from absl import flags, logging
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'model')
+
+# Multi-process start-up, shared by train.py and eval.py (flags defined once, here).
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False,
+    'Join a multi-process run with jax.distributed.initialize(). The coordinator, process count and '
+    'process id come from the three flags below or, where unset, from the cluster environment JAX '
+    'detects (SLURM, Open MPI, Kubernetes, Cloud TPU). Setting any of the three implies --distributed.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, which runs the coordination service; '
+                                 'every process passes the same address.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1.')
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    'distributed_init_timeout_s', 300, 'Give up when not all processes have joined after this long.')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout_s', 100,
+    'A process that has not been heard from for this long is declared dead, and the coordination '
+    'service stops all the others with an error (instead of them waiting in a collective forever).')
+
+
+def initialize_distributed() -> bool:
+  """Start JAX's distributed runtime when the flags ask for it; True if it was started.
+
+  Must run before anything touches a device. Afterwards `jax.devices()` lists the devices of every
+  process, `jax.process_index()` is this process; on CPU, cross-process collectives go through gloo
+  (jax's default `jax_cpu_collectives_implementation`).
+  """
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not _DISTRIBUTED.value and all(v is None for v in explicit):
+    return False
+  try:
+    jax.distributed.initialize(
+        *explicit, initialization_timeout=_INIT_TIMEOUT.value,
+        heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
+  except ValueError as e:  # e.g. "coordinator_address should be defined."
+    raise ValueError(
+        f'jax.distributed.initialize(): {e} Pass --coordinator_address=HOST:PORT '
+        '--num_processes=N --process_id=I, or run under a cluster manager JAX detects '
+        '(SLURM srun, Open MPI mpirun, Kubernetes).') from e
+  logging.info('process %d of %d; %d local devices of %d', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
 
 
 def mesh_axis_sizes(mesh_shape: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
