@@ -1,6 +1,8 @@
 """Train a recipe: `python train.py --config=configs/<recipe>.py[:args] --workdir=DIR [--config.x=y]`.
 
 Running again with the same --workdir resumes from its latest checkpoint. See cnn_jax/trainer.py.
+Several processes/hosts: add --distributed (cluster environment) or --coordinator_address,
+--num_processes, --process_id to each (flags in cnn_jax/parallel.py; examples/slurm_2node.sbatch).
 """
 
 import os
@@ -9,7 +11,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import trainer
+from cnn_jax import parallel, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A recipe in configs/, optionally with arguments: configs/resnet.py:depth=50')
@@ -23,6 +25,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  parallel.initialize_distributed()
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(_CACHE.value))
   # Orbax logs every checkpoint step at INFO; keep the console to the training lines.
