@@ -16,10 +16,11 @@ models: setup
 	$(PY) -m cnn_jax.models
 
 # Trains configs/quickstart.py on the embedded digits (~1-2 min on 2 CPU cores); running it again
-# resumes (here: re-evaluates) the run in $(QUICKSTART_DIR).
+# resumes (here: re-evaluates) the run in $(QUICKSTART_DIR). eval.py then reports its test error.
 QUICKSTART_DIR ?= runs/quickstart
 quickstart: setup
 	$(PY) train.py --config=configs/quickstart.py --workdir=$(QUICKSTART_DIR)
+	$(PY) eval.py --workdir=$(QUICKSTART_DIR)
 
 test: setup
 	$(PY) -m pytest -q -ra

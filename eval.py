@@ -6,7 +6,8 @@
 PATH: a train.py workdir, one of its checkpoints/<step> directories, or converted weights
 (`python -m cnn_jax.convert`). Without --config, the run's own config.json gives the dataset,
 resolution and batch size (ImageNet's validation split for converted weights). The results row is
-printed and appended to <workdir>/results.jsonl.
+printed and appended to <workdir>/results.jsonl. Several processes/hosts: the flags of train.py
+(--distributed, or --coordinator_address, --num_processes, --process_id); process 0 prints and writes.
 """
 
 import os
@@ -15,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import evaluate
+from cnn_jax import evaluate, parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A recipe in configs/ (dataset, resolution, eval batch size, mesh); default: the '
@@ -45,6 +46,7 @@ def main(argv):
     raise app.UsageError('pass --workdir=DIR (a train.py run) or --checkpoint=PATH')
   if _BEST.value and _STEP.value is not None:
     raise app.UsageError('--best and --step exclude each other')
+  parallel.initialize_distributed()
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(_CACHE.value))
   # Orbax logs every restore at INFO; keep the console to the results.

@@ -7,6 +7,7 @@ the model eagerly on the whole split in one batch and count top-k with numpy.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,23 @@ def test_clear_errors(run, tmp_path):
   imagenet.data.name, imagenet.data.data_dir = 'imagenet2012', str(tmp_path)
   with pytest.raises(FileNotFoundError, match='(?s)not prepared.*python -m cnn_jax.data.prepare imagenet2012'):
     evaluate.run(imagenet, workdir=str(workdir))
+
+
+@pytest.mark.slow
+def test_cli_on_8_devices_counts_each_example_once(run):
+  """eval.py with the batch sharded over 8 devices (16 per step: 360 = 22 x 16 + 8 padded)."""
+  workdir, _ = run
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  out = subprocess.run([sys.executable, 'eval.py', f'--workdir={workdir}', '--batch_size=16',
+                        '--compilation_cache=', '--noprogress'],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'n=360' in out.stdout
+  with open(workdir / 'results.jsonl', encoding='utf-8') as f:
+    row = [json.loads(line) for line in f][-1]
+  trained = _eval_records(workdir)[-1]
+  assert (row['n'], row['top1'], row['top5']) == (SPLIT_SIZE, trained['top1'], trained['top5'])
 
 
 def test_cli_without_a_checkpoint_fails_with_the_reason(tmp_path):
