@@ -67,6 +67,16 @@ def initialize_distributed() -> bool:
   return True
 
 
+def wait_for_all_processes(name: str) -> None:
+  """Barrier over all processes through the coordination service (no device collective), with
+  --distributed_init_timeout_s. Used after compiling: compile times differ between processes (one
+  may hit the persistent cache, another not), and the first cross-process collective gives up after
+  30 s (gloo's key-value wait) when a peer is that far behind."""
+  if jax.process_count() > 1:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    distributed.global_state.client.wait_at_barrier(name, _INIT_TIMEOUT.value * 1000)
+
+
 
 def mesh_axis_sizes(mesh_shape: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
   """Resolve {'data': -1, 'model': 1} against `num_devices` (-1 = all the devices left)."""

@@ -258,6 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         out_shardings=acc_sharding, donate_argnums=(1,),
     ).lower(state, new_acc(), _abstract_batch(config, config.eval_batch_size, mesh)).compile()
   logging.info('compiled train and eval steps in %.1f s', time.time() - t0)
+  parallel.wait_for_all_processes('cnn_jax:compiled')
   apply_plateau = None
   if plateau is not None:
     apply_plateau = jax.jit(
