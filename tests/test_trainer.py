@@ -169,3 +169,33 @@ def test_workdir_of_another_model_is_refused(tmp_path):
   with pytest.raises(checkpoint.IncompatibleCheckpointError,
                      match="model: checkpoint has 'vgg_tiny', this config has 'resnet_tiny'"):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_equals_one_big_batch():
+  """Without BatchNorm or dropout, 4 micro-batches of 4 give the update of one batch of 16."""
+  import functools  # pylint: disable=g-import-not-at-top
+  from cnn_jax import metrics as metrics_lib, optim  # pylint: disable=g-import-not-at-top
+  config = _parse('--config.model.name=alexnet2012_tiny', '--config.image_size=67',
+                  '--config.optimizer.weight_decay=1e-3')
+  config.unlock()
+  config.model.kwargs.dropout = 0.0
+  config.num_classes = 10
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.standard_normal((16, 67, 67, 3), np.float32),
+           'label': rng.integers(0, 10, 16).astype(np.int32), 'mask': np.ones(16, bool)}
+  results = []
+  for k in (1, 4):
+    config.grad_accum_steps = k
+    tx = optim.make_optimizer(config, 10, 100)
+    state = trainer._init_state(config, 10, tx, None)  # pylint: disable=protected-access
+    graphdef, _, rngs, _ = trainer._split(trainer._build_model(config, 10))  # pylint: disable=protected-access
+    step = jax.jit(functools.partial(trainer._train_step, graphdef=graphdef, rng_state=rngs,  # pylint: disable=protected-access
+                                     config=config, tx=tx))
+    state, acc = step(state, metrics_lib.zeros(), batch)
+    results.append((state['params'], acc))
+  (p1, a1), (p4, a4) = results
+  for (path, x), (_, y) in zip(leaves(p1), leaves(p4), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  np.testing.assert_allclose(a1['loss'], a4['loss'], rtol=1e-5)
+  assert a1['top1'] == a4['top1'] and a1['count'] == a4['count'] == 16
