@@ -294,6 +294,7 @@ def evaluate(networks: Sequence[Network], data_config: ml_collections.ConfigDict
     sums = jax.jit(functools.partial(_zeros, len(networks)), out_shardings=replicated)()
     step = jax.jit(body, out_shardings=replicated, donate_argnums=(1,)).lower(
         ws, sums, abstract_batch).compile()
+  parallel.wait_for_all_processes('cnn_jax:eval_compiled')  # peers' compile times differ
 
   loader = data.make_loader(data_config, split, train=False, global_batch_size=batch_size, seed=0,
                             image_size=image_size, model_name=networks[0].source.name,
