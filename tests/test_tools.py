@@ -102,6 +102,22 @@ def test_figures_are_pngs_of_the_expected_size(analysis, name):
     assert len(np.unique(np.asarray(img.convert('L')))) > 10  # something is drawn
 
 
+def test_redraw_takes_new_eval_results_without_measuring(analysis, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'copy'
+  shutil.copytree(analysis, out)
+  before = _read_csv(out / 'analysis_batches.csv')
+  results = tmp_path / 'later.jsonl'
+  results.write_text(json.dumps({'model': TINY[1], 'top1': 77.0, 'top5': 90.0}) + '\n')
+  analyze.main(['--redraw', '--outdir', str(out), '--results', str(results)])
+  _, rows = _read_csv(out / 'analysis.csv')
+  assert float(rows[0]['top1']) == 42.5 and float(rows[1]['top1']) == 77.0
+  assert rows[1]['accuracy_source'] == 'own eval (later.jsonl)'
+  assert _read_csv(out / 'analysis_batches.csv') == before
+  assert (out / 'analysis.md').read_text().splitlines()[0] == (
+      (analysis / 'analysis.md').read_text().splitlines()[0])
+
+
 def test_models_that_do_not_fit_are_reported_not_crashed_on(tmp_path, capsys):
   # alexnet2012_tiny cannot take 32 px images; resnet_tiny exceeds a 1 KiB memory limit.
   analyze.main(['alexnet2012_tiny', 'resnet_tiny', '--outdir', str(tmp_path), '--image-size', '32',

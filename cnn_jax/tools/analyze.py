@@ -424,6 +424,26 @@ def plot(model_rows: list[dict], batch_rows: list[dict], outdir: str, hardware: 
 # ---------------------------------------------------------------------------------------------
 
 
+def read_tables(outdir: str) -> tuple[list[dict], list[dict]]:
+  """The rows of analysis.csv and analysis_batches.csv in `outdir`, with numbers as numbers."""
+  def parse(value: str):
+    if value == '':
+      return None
+    for kind in (int, float):
+      try:
+        return kind(value)
+      except ValueError:
+        pass
+    return value
+
+  tables = []
+  for name in ('analysis.csv', 'analysis_batches.csv'):
+    with open(os.path.join(outdir, name), newline='', encoding='utf-8') as f:
+      tables.append([{k: (v if k in ('model', 'status', 'accuracy_source') else parse(v))
+                      for k, v in row.items()} for row in csv.DictReader(f)])
+  return tables[0], tables[1]
+
+
 def _batch_sizes(text: str) -> list[int]:
   try:
     sizes = sorted({int(s) for s in text.split(',') if s.strip()})
@@ -457,7 +477,13 @@ def main(argv=None) -> None:
                       help='seconds per model; larger batch sizes that would not fit are skipped')
   parser.add_argument('--max-memory-gib', type=float, default=_default_memory_gib(),
                       help='skip batch sizes needing more (default: 75%% of RAM)')
+  parser.add_argument('--redraw', action='store_true',
+                      help='measure nothing: redraw the tables and figures from the CSV files in '
+                           '--outdir, with accuracy from --results where given')
   args = parser.parse_args(argv)
+  if args.redraw:
+    redraw(args.outdir, load_results(args.results))
+    return
 
   unknown = [n for n in args.names if n not in models.list_models()]
   if unknown:
@@ -483,16 +509,38 @@ def main(argv=None) -> None:
     skipped = [r['batch'] for r in rows if r['status'] != 'ok']
     _log(f'[{i}/{len(names)}] {name} done in {time.perf_counter() - start:.0f} s: {row["status"]}'
          + (f'; batch sizes not measured: {skipped}' if skipped else ''))
-
-  write_csv(os.path.join(args.outdir, 'analysis.csv'), model_rows, MODEL_COLUMNS)
-  write_csv(os.path.join(args.outdir, 'analysis_batches.csv'), batch_rows, BATCH_COLUMNS)
-  table = markdown(model_rows, batch_rows, args.batch_sizes, hardware, args.dtype)
-  with open(os.path.join(args.outdir, 'analysis.md'), 'w', encoding='utf-8') as f:
-    f.write(table)
+    # Tables after every model, so that an interrupted run keeps what it measured.
+    table = write_tables(args.outdir, model_rows, batch_rows, args.batch_sizes, hardware, args.dtype)
   plot(model_rows, batch_rows, args.outdir, hardware)
   print(table)
   _log(f'Wrote analysis.csv, analysis_batches.csv, analysis.md and {len(FIGURES)} PNGs to '
        f'{args.outdir}')
+
+
+def redraw(outdir: str, results: dict) -> None:
+  """Tables and figures again from a previous run's CSV files, with newer eval results."""
+  model_rows, batch_rows = read_tables(outdir)
+  for row in model_rows:
+    if row['model'] in results:
+      r = results[row['model']]
+      row.update(top1=r['top1'], top5=r['top5'], accuracy_source=r['source'])
+  with open(os.path.join(outdir, 'analysis.md'), encoding='utf-8') as f:
+    caption = f.readline().strip()  # 'Measured on <hardware>; <dtype> compute.'
+  hardware, dtype_name = caption[len('Measured on '):].rsplit('; ', 1)
+  batch_sizes = sorted({r['batch'] for r in batch_rows})
+  write_tables(outdir, model_rows, batch_rows, batch_sizes, hardware, dtype_name.split()[0])
+  plot(model_rows, batch_rows, outdir, hardware)
+  _log(f'Redrew the tables and {len(FIGURES)} PNGs in {outdir}')
+
+
+def write_tables(outdir, model_rows, batch_rows, batch_sizes, hardware, dtype_name) -> str:
+  """analysis.csv, analysis_batches.csv and analysis.md in `outdir`; returns the Markdown."""
+  write_csv(os.path.join(outdir, 'analysis.csv'), model_rows, MODEL_COLUMNS)
+  write_csv(os.path.join(outdir, 'analysis_batches.csv'), batch_rows, BATCH_COLUMNS)
+  table = markdown(model_rows, batch_rows, batch_sizes, hardware, dtype_name)
+  with open(os.path.join(outdir, 'analysis.md'), 'w', encoding='utf-8') as f:
+    f.write(table)
+  return table
 
 
 if __name__ == '__main__':
