@@ -23,7 +23,7 @@ _ACTIVATIONS = {'relu': nnx.relu, 'tanh': jnp.tanh}
 
 
 class TourCNN(nnx.Module):
-  """conv(32) -> pool -> conv(64) -> pool -> conv(128) -> head; each switch documented above.
+  """conv(w) -> pool -> conv(2w) -> pool -> conv(4w) -> head (w = width); switches as above.
 
   kernels: 'large' = one 5x5 conv per stage, 'stacked' = two 3x3 convs (same receptive field), the
   first with half the stage's channels (= its input width after stage 1), as VGG stacks at constant
@@ -39,7 +39,7 @@ class TourCNN(nnx.Module):
   def __init__(self, num_classes: int = 10, *, activation: str = 'relu', lrn: bool = False,
                pool: str = 'plain', dropout: float = 0.0, batch_norm: bool = False,
                kernels: str = 'large', head: str = 'fc', aux_head: bool = False,
-               width: int = 32, dtype=None, rngs: nnx.Rngs):
+               width: int = 16, dtype=None, rngs: nnx.Rngs):
     if activation not in _ACTIVATIONS or pool not in ('overlap', 'plain') or head not in ('fc', 'gap') \
         or kernels not in ('large', 'stacked'):
       raise ValueError(f'TourCNN: bad switch activation={activation!r} pool={pool!r} head={head!r} '

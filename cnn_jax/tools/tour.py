@@ -36,8 +36,8 @@ class Experiment:
   title: str
   claim: str
   variants: tuple[Variant, ...]
-  steps: int = 600
-  seeds: int = 3
+  steps: int = 300
+  seeds: int = 2
   dataset: str = 'fashion_mnist'
   lr: float = 0.01
   target_error: float | None = None  # report the first step whose training error is below this
@@ -51,7 +51,7 @@ EXPERIMENTS = {
         'ReLU than with tanh.',
         (Variant('ReLU', kwargs=(('activation', 'relu'),)),
          Variant('tanh', kwargs=(('activation', 'tanh'),))),
-        steps=400, target_error=0.25),
+        steps=300, seeds=3, target_error=0.25),
     'lrn_pooling': Experiment(
         'Local response normalisation and overlapping pooling',
         'AlexNet §3.3-3.4: LRN lowers top-1/top-5 error by 1.4 %/1.2 %; overlapping pooling (3/2 '
@@ -63,7 +63,7 @@ EXPERIMENTS = {
         'AlexNet §4.2: without dropout the network over-fits substantially; dropout 0.5 in the FC '
         'layers roughly doubles the iterations needed to converge.',
         (Variant('no dropout'), Variant('dropout 0.5', kwargs=(('dropout', 0.5),))),
-        steps=600, dataset='digits', lr=0.02),
+        steps=400, dataset='digits', lr=0.02),
     'vgg_3x3': Experiment(
         'Two 3x3 convolutions against one 5x5',
         'VGG §2.3: a stack of 3x3 convs has the receptive field of a larger kernel with fewer '
@@ -82,7 +82,7 @@ EXPERIMENTS = {
         (Variant('no BN, lr 0.01'), Variant('BN, lr 0.01', kwargs=(('batch_norm', True),)),
          Variant('no BN, lr 0.2', overrides=(('optimizer.lr', 0.2),)),
          Variant('BN, lr 0.2', kwargs=(('batch_norm', True),), overrides=(('optimizer.lr', 0.2),))),
-        seeds=2),
+    ),
     'residual': Experiment(
         'Residual connections against depth',
         'ResNet §4.1, Fig. 4, Table 2: plain-34 has higher training and validation error than '
@@ -90,8 +90,8 @@ EXPERIMENTS = {
         '25.03 % vs ResNet-18 27.88 %).',
         tuple(Variant(f'{kind}-{6 * n + 2}', model='tour_resnet',
                       kwargs=(('blocks_per_stage', n), ('residual', kind == 'residual')))
-              for kind in ('plain', 'residual') for n in (1, 5)),
-        steps=500, seeds=2, lr=0.05),
+              for kind in ('plain', 'residual') for n in (1, 4)),
+        lr=0.05),
     'label_smoothing_aux': Experiment(
         'Label smoothing and an auxiliary classifier',
         'Inception-v3 §7: label smoothing with epsilon 0.1 gains about 0.2 % top-1 and top-5. '
@@ -132,7 +132,7 @@ def _read_metrics(workdir):
     rows = [json.loads(line) for line in f]
   train = [(r['step'], r['top1_error']) for r in rows if r['split'] == 'train']
   evals = [r for r in rows if r['split'] == 'eval']
-  return np.array(train), evals[-1]
+  return np.array(train).reshape(-1, 2), (evals[-1] if evals else {'top1_error': np.nan})
 
 
 def run(name: str, out_dir: str, smoke: bool = False) -> list[dict]:
@@ -147,18 +147,22 @@ def run(name: str, out_dir: str, smoke: bool = False) -> list[dict]:
     for seed in range(seeds):
       t0 = time.time()
       with tempfile.TemporaryDirectory() as workdir:
-        trainer.train_and_evaluate(make_config(exp, variant, seed, steps, dataset), workdir)
+        try:
+          trainer.train_and_evaluate(make_config(exp, variant, seed, steps, dataset), workdir)
+          test_error = None
+        except trainer.NonFiniteLossError:  # a too-high learning rate: reported as diverged
+          test_error = np.nan
         curve, final = _read_metrics(workdir)
       curves.append(curve)
-      test_errors.append(final['top1_error'])
+      test_errors.append(final['top1_error'] if test_error is None else test_error)
       if exp.target_error is not None:
-        below = curve[curve[:, 1] <= exp.target_error]
+        below = curve[curve[:, 1] <= exp.target_error] if len(curve) else curve
         reach.append(below[0, 0] if len(below) else np.nan)
-      print(f'  {name} | {variant.label} | seed {seed}: test error {final["top1_error"]:.4f} '
+      print(f'  {name} | {variant.label} | seed {seed}: test error {test_errors[-1]:.4f} '
             f'({time.time() - t0:.0f} s)', flush=True)
     rows.append({'variant': variant.label, 'params': params, 'curves': curves,
                  'test_errors': test_errors, 'steps_to_target': reach,
-                 'final_train_error': [c[-1, 1] for c in curves]})
+                 'final_train_error': [c[-1, 1] if len(c) else np.nan for c in curves]})
   os.makedirs(out_dir, exist_ok=True)
   _write_table(name, exp, rows, steps, seeds, dataset, out_dir)
   _plot(name, exp, rows, out_dir)
@@ -167,6 +171,8 @@ def run(name: str, out_dir: str, smoke: bool = False) -> list[dict]:
 
 def _mean_spread(values):
   v = np.asarray(values, dtype=float)
+  if np.isnan(v).any():
+    return f'diverged ({int(np.isnan(v).sum())}/{len(v)} seeds)'
   return f'{100 * np.nanmean(v):.2f} ± {100 * np.nanstd(v):.2f}' if len(v) > 1 else f'{100 * v[0]:.2f}'
 
 
@@ -195,8 +201,11 @@ def _plot(name, exp, rows, out_dir):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={'width_ratios': [2, 1]})
   for i, r in enumerate(rows):
-    steps = r['curves'][0][:, 0]
-    errs = np.stack([c[:, 1] for c in r['curves']])
+    n = min(len(c) for c in r['curves'])  # a diverged seed stops early
+    if n == 0:
+      continue
+    steps = r['curves'][0][:n, 0]
+    errs = np.stack([c[:n, 1] for c in r['curves']])
     ax1.plot(steps, 100 * errs.mean(0), label=r['variant'], color=f'C{i}')
     ax1.fill_between(steps, 100 * errs.min(0), 100 * errs.max(0), color=f'C{i}', alpha=0.2)
     ax2.scatter([i] * len(r['test_errors']), 100 * np.asarray(r['test_errors']), color=f'C{i}')
