@@ -13,12 +13,15 @@ Retention: the latest `keep` checkpoints, plus the one with the lowest validatio
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 from typing import Any, Mapping
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 
@@ -33,14 +36,17 @@ class Checkpointer:
                async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.identity = dict(identity)
+    top1_error = lambda metrics: metrics['top1_error']
     preservation = policies.AnyPreservationPolicy([
         policies.LatestN(keep),
-        policies.BestN(get_metric_fn=lambda m: m['top1_error'], reverse=True, n=1,
+        policies.BestN(get_metric_fn=top1_error, reverse=True, n=1,
                        keep_checkpoints_without_metrics=False),
     ])
+    # best_fn makes Orbax write each step's metrics to disk (the preservation policy decides what is
+    # kept), so the best checkpoint is still known after a restart.
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=preservation, enable_async_checkpointing=async_save, create=True,
-        cleanup_tmp_directories=True)
+        preservation_policy=preservation, best_fn=top1_error, best_mode='min',
+        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'data'))
 
@@ -67,12 +73,29 @@ class Checkpointer:
           'Refusing to resume: use another --workdir, or delete that directory to start over.')
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
-    """The train state at `step` with `abstract_state`'s shardings; the iterator is repositioned."""
+    """The train state at `step` with `abstract_state`'s shardings; the iterator is repositioned.
+
+    A checkpoint written by another number of processes restores too: grain keeps one iterator
+    state per process (`data/process_<i>-of-<n>.json`), and as cnn_jax.data's train loaders count
+    whole batches whose global content does not depend on the process count, process 0's position
+    is every process's.
+    """
     self.check_compatible(step)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    return restored['state']
+    data_dir = os.path.join(self.directory, str(step), 'data')
+    own = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    if os.path.exists(os.path.join(data_dir, own)):
+      return self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=grain.checkpoint.CheckpointRestore(data_iterator)))['state']
+    written = sorted(glob.glob(os.path.join(data_dir, 'process_0-of-*.json')))
+    if not written:
+      raise FileNotFoundError(f'{data_dir} holds no data-iterator state ({own} expected)')
+    state = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))['state']
+    with open(written[0], encoding='utf-8') as f:
+      data_iterator.set_state(json.load(f))
+    logging.info('data position of %s (another process count) restored into %s', written[0], own)
+    return state
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   log_every_steps; eval_every_steps (0 = once per epoch, < 0 = never); checkpoint_every_steps (0 = at
   each eval, < 0 = never);
   keep_checkpoints: the latest N are kept, plus the one with the best validation top-1.
+  init_weights: a weights directory written by `python -m cnn_jax.convert` (e.g. torchvision's) to
+    start a new run from (fine-tuning); weights of another shape (the classifier, for another class
+    count) keep their fresh initialisation. Ignored when the workdir already holds a checkpoint.
   """
   c = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict({'name': '', 'kwargs': ml_collections.ConfigDict()})
@@ -89,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 0
   c.checkpoint_every_steps = 0
   c.keep_checkpoints = 3
+  c.init_weights = ''
   c.seed = 0
   return c
 

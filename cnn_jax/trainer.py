@@ -22,14 +22,16 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from cnn_jax import checkpoint as ckpt_lib
 from cnn_jax import config as config_lib
@@ -38,6 +40,7 @@ from cnn_jax import metrics as metrics_lib
 from cnn_jax import models
 from cnn_jax import optim
 from cnn_jax import parallel
+from cnn_jax.convert import weights as weights_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -91,6 +94,26 @@ def _init_state(config, num_classes, tx, plateau):
   if plateau is not None:
     state['plateau'] = plateau.init(params)
   return state
+
+
+def _with_pretrained_weights(state, shardings, graphdef, rng_state, directory):
+  """`state` whose params and BatchNorm statistics (and EMA) are those saved in `directory` by
+  cnn_jax.convert, where the shapes agree; the others (a classifier for another class count) keep
+  their initialisation. Every process reads the file; the result is placed on the state's shardings."""
+  host = multihost_utils.process_allgather(
+      {'params': state['params'], 'model_state': state['model_state']}, tiled=True)
+  model = nnx.merge(graphdef, host['params'], rng_state, host['model_state'])
+  reinitialised = weights_lib.load_into(model, directory, keep_mismatched=True)
+  logging.info('initial weights from %s%s', directory,
+               f'; kept fresh (other shape): {", ".join(reinitialised)}' if reinitialised else '')
+  _, params, _, model_state = _split(model)
+  loaded = {'params': params, 'model_state': model_state}
+  if 'ema' in state:
+    loaded['ema'] = params
+  placed = jax.tree.map(
+      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: np.asarray(x)[index]),
+      loaded, {k: shardings[k] for k in loaded})
+  return {**state, **placed}
 
 
 def _forward_loss(graphdef, rng_state, config, params, model_state, batch, key):
@@ -189,22 +212,33 @@ def _check_sizes(config, mesh):
                      f'data-parallel size {n}')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Train `config` in `workdir` (resuming from its latest checkpoint); return the final eval metrics."""
+class _Plan(NamedTuple):
+  """What a run is made of, derived from its config before anything is compiled."""
+
+  mesh: jax.sharding.Mesh
+  num_classes: int
+  steps_per_epoch: int
+  total_steps: int
+  tx: optax.GradientTransformation
+  plateau: Any  # optax.contrib.reduce_on_plateau, or None
+  init: Any  # () -> the initial train state
+  abstract_state: Any
+  shardings: Any
+  graphdef: nnx.GraphDef
+  rng_state: Any
+
+
+def _plan(config: ml_collections.ConfigDict) -> _Plan:
+  """Validate `config` and trace one train and one eval step abstractly: a bad key, batch or image
+  size, or a recipe whose loss, optimizer or model do not fit together fails here, before compiling."""
   config_lib.validate(config)
-  workdir = os.path.abspath(workdir)
-  is_main = jax.process_index() == 0
   mesh = parallel.make_mesh(config.mesh_shape)
   _check_sizes(config, mesh)
-  name = config.model.name
   num_classes = config.num_classes or data.num_classes(config.data)
   steps_per_epoch = max(1, data.num_examples(config.data, config.data.train_split)
                         // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else math.ceil(config.num_epochs * steps_per_epoch))
-  eval_every = config.eval_every_steps or steps_per_epoch  # < 0: never
-  ckpt_every = config.checkpoint_every_steps or eval_every  # < 0: never
-
   tx = optim.make_optimizer(config, steps_per_epoch, total_steps)
   plateau = optim.make_plateau(config.schedule)
   init = functools.partial(_init_state, config, num_classes, tx, plateau)
@@ -212,12 +246,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   shardings = parallel.state_shardings(abstract_state, mesh)
   graphdef, _, rng_state, _ = _split(nnx.eval_shape(lambda: _build_model(config, num_classes)))
   rng_state = _placeholder_rngs(rng_state)
-  # Shapes through the network, abstractly: a bad image size fails here, before any compile.
   # Models are traced under the mesh: they may pin activations to its axes (AlexNet's towers).
+  smallest_batch = mesh.shape['data'] * config.grad_accum_steps
   with jax.set_mesh(mesh):
+    jax.eval_shape(functools.partial(_train_step, graphdef=graphdef, rng_state=rng_state,
+                                     config=config, tx=tx),
+                   abstract_state, metrics_lib.zeros(),
+                   _abstract_batch(config, smallest_batch, mesh))
     jax.eval_shape(functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
                    abstract_state, metrics_lib.zeros(),
                    _abstract_batch(config, mesh.shape['data'], mesh))
+  return _Plan(mesh, num_classes, steps_per_epoch, total_steps, tx, plateau, init, abstract_state,
+               shardings, graphdef, rng_state)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Everything `train_and_evaluate` checks before compiling (see `_plan`), without training."""
+  _plan(config)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Train `config` in `workdir` (resuming from its latest checkpoint); return the final eval metrics."""
+  (mesh, num_classes, steps_per_epoch, total_steps, tx, plateau, init, abstract_state, shardings,
+   graphdef, rng_state) = _plan(config)
+  workdir = os.path.abspath(workdir)
+  is_main = jax.process_index() == 0
+  name = config.model.name
+  eval_every = config.eval_every_steps or steps_per_epoch  # < 0: never
+  ckpt_every = config.checkpoint_every_steps or eval_every  # < 0: never
 
   if is_main:
     os.makedirs(workdir, exist_ok=True)
@@ -238,6 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if step is None:
     step = 0
     state = jax.jit(init, out_shardings=shardings)()
+    if config.init_weights:
+      state = _with_pretrained_weights(state, shardings, graphdef, rng_state, config.init_weights)
   else:
     state = checkpointer.restore(step, ckpt_lib.abstract(abstract_state, shardings), train_iter)
     logging.info('resumed from %s at step %d', checkpointer.directory, step)

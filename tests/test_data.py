@@ -29,6 +29,17 @@ def test_digits_sizes_and_split():
   assert train.images.max() == 255 and train.images.dtype == np.uint8
 
 
+def test_embedded_splits_slice_like_tfds():
+  c = _config(name='digits')
+  whole = sources.digits('train')
+  head, tail = sources.get_source(c, 'train[:100]'), sources.get_source(c, 'train[-37:]')
+  assert len(head) == 100 and data.num_examples(c, 'train[:100]') == 100 and len(tail) == 37
+  np.testing.assert_array_equal(head.labels, whole.labels[:100])
+  np.testing.assert_array_equal(tail.images, whole.images[-37:])
+  with pytest.raises(ValueError, match='digits has splits'):
+    sources.get_source(c, 'validation[:10]')
+
+
 def test_train_batches_contract():
   c = _config(name='digits', augment='alexnet')
   it = data.make_loader(c, 'train', train=True, global_batch_size=16, seed=0, image_size=32,

@@ -8,8 +8,7 @@ invariant to that, and the runs differ only in the order of floating-point sums.
   heartbeat, 10 s here, or gloo's own timeout), not hang;
 - restarting both resumes from the last checkpoint and ends at the parameters of the 1-process run;
 - evaluation over the two processes' shards equals the 1-process evaluation (each example once);
-- the 2-process checkpoint resumes in a 1-process run, which matches the 1-process run continued
-  (xfail for now: the data-iterator state is saved per process count).
+- the 2-process checkpoint resumes in a 1-process run, which matches the 1-process run continued.
 Every process is started by the test on a free port and killed if it outlives its timeout.
 """
 
@@ -106,17 +105,6 @@ def test_two_processes_match_one_survive_a_dead_peer_and_move_checkpoints(cache,
   more = ['--config.num_train_steps=7', '--config.eval_every_steps=-1']
   procs = [start(cache, moved, *more, devices=4, config=QUICK),
            start(cache, one, *more, devices=4, config=QUICK)]
-  try:
-    outs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
-  except subprocess.TimeoutExpired:
-    for p in procs:
-      p.kill()
-    raise
-  if procs[0].returncode and 'process_0-of-1.json does not exist' in outs[0]:
-    # Known gap: grain's iterator state is saved per process count (process_<i>-of-<n>.json), so
-    # the trainer cannot yet resume a 2-process checkpoint on 1 process (the train state alone
-    # loads: checkpoint.load_state above runs in this single process).
-    pytest.xfail('trainer resume across process counts: data-iterator state is per process count')
   out_moved, _ = finish_all(procs)
   assert f'resumed from {moved / "checkpoints"} at step 6' in out_moved
   assert assert_same_state(one, moved) == 7

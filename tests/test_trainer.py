@@ -1,5 +1,5 @@
-"""The trainer end to end on digits: learning, bitwise resume after SIGKILL, 8 devices = 1 device,
-checkpoints restored onto another device count, NaN stop, and failures before compiling.
+"""The trainer end to end on digits: learning, NaN stop, fine-tuning from converted weights, gradient
+accumulation, and failures before compiling (resume and device counts: tests/test_resume.py).
 
 Runs go through tests/trainer_worker.py (train.py) in subprocesses, so that each can force its own
 host device count; they share a persistent XLA compilation cache. The base run is the VGG recipe's
@@ -8,7 +8,6 @@ runlocal variant (vgg_tiny: BatchNorm, dropout, the plateau schedule; 32 px, bat
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,55 +72,6 @@ def test_loss_falls_and_accuracy_rises_on_digits(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_is_bitwise_identical(cache, tmp_path):
-  args = ['--config.num_train_steps=8', '--config.checkpoint_every_steps=2',
-          '--config.eval_every_steps=3']
-  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-  first = start(cache, straight, *args)
-  # Killed at once after the step-4 save started (the write is most likely still in flight).
-  finish(start(cache, killed, *args, '--kill_after_saves=2'), expect_rc=-9)
-  finish(first)
-  step_killed = checkpoint.load_state(killed)[0]
-  assert step_killed in (2, 4)
-  out = run(cache, killed, *args)
-  assert f'resumed from {killed / "checkpoints"} at step {step_killed}' in out
-  step_a, a, meta = checkpoint.load_state(straight)
-  step_b, b, _ = checkpoint.load_state(killed)
-  assert step_a == step_b == 8
-  assert meta['model'] == 'vgg_tiny'
-  assert 'plateau' in a and a.keys() == b.keys()
-  for (path, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
-@pytest.mark.slow
-def test_eight_devices_match_one_and_checkpoints_move_between_them(cache, tmp_path):
-  args = ['--config.num_train_steps=3', '--config.eval_every_steps=3']
-  one, eight = tmp_path / 'one', tmp_path / 'eight'
-  procs = [start(cache, one, *args), start(cache, eight, *args, devices=8)]
-  outs = [finish(p) for p in procs]
-  assert "mesh {'data': 8, 'model': 1}" in outs[1]
-  _, a, _ = checkpoint.load_state(one)
-  _, b, _ = checkpoint.load_state(eight)
-  for (path, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
-    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
-
-  # 1 -> 8 and 8 -> 1 devices: resume each on the other device count for one more step.
-  shutil.copytree(one, tmp_path / 'one_to_eight')
-  shutil.copytree(eight, tmp_path / 'eight_to_one')
-  more = ['--config.num_train_steps=4', '--config.eval_every_steps=4']
-  procs = [start(cache, tmp_path / 'one_to_eight', *more, devices=8),
-           start(cache, tmp_path / 'eight_to_one', *more)]
-  for p in procs:
-    assert 'at step 3' in finish(p)
-  step_c, c, _ = checkpoint.load_state(tmp_path / 'one_to_eight')
-  step_d, d, _ = checkpoint.load_state(tmp_path / 'eight_to_one')
-  assert step_c == step_d == 4
-  for (path, x), (_, y) in zip(leaves(c), leaves(d), strict=True):
-    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
-
-
-@pytest.mark.slow
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(cache, tmp_path):
   out = run(cache, tmp_path, '--config.num_train_steps=6', '--config.checkpoint_every_steps=1',
             '--config.eval_every_steps=-1', '--config.optimizer.lr=nan', expect_rc=1)
@@ -169,6 +119,33 @@ def test_workdir_of_another_model_is_refused(tmp_path):
   with pytest.raises(checkpoint.IncompatibleCheckpointError,
                      match="model: checkpoint has 'vgg_tiny', this config has 'resnet_tiny'"):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_fine_tune_starts_from_converted_weights(tmp_path):
+  """init_weights: every weight but the classifier (7 classes saved, 10 trained) comes from the file."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from cnn_jax import models  # pylint: disable=g-import-not-at-top
+  from cnn_jax.convert import weights  # pylint: disable=g-import-not-at-top
+  # Random weights of the right shapes for 7 classes, without compiling an initialiser.
+  rng = np.random.default_rng(3)
+  source = nnx.state(nnx.eval_shape(lambda: models.create('resnet_tiny', 7)), weights.WEIGHTS)
+  source = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(x.dtype), source)
+  saved = dict(nnx.to_flat_state(nnx.filter_state(source, nnx.Param)))
+  weights.save(str(tmp_path / 'weights'), 'resnet_tiny', source, {'num_classes': 7})
+  # lr 0: the one training step leaves the parameters as they were loaded.
+  config = _parse('--config.num_train_steps=1', '--config.optimizer.lr=0.0',
+                  '--config.eval_every_steps=-1', f'--config.init_weights={tmp_path / "weights"}')
+  trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  _, state, _ = checkpoint.load_state(str(tmp_path / 'run'))
+  trained = {'.'.join(str(k.key) for k in path[:-1]): leaf for path, leaf in leaves(state['params'])}
+  assert len(trained) == len(saved)
+  for path, variable in saved.items():
+    name = '.'.join(map(str, path))
+    if name.startswith('fc.'):
+      assert trained[name].shape[-1] == 10  # the classifier keeps its fresh initialisation
+    else:
+      np.testing.assert_array_equal(trained[name], variable.get_value(), err_msg=name)
 
 
 @pytest.mark.slow

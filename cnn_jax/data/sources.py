@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import pathlib
+import re
 
 import numpy as np
 
@@ -31,6 +32,12 @@ class ArraySource:
 
   def describe(self, i: int) -> str:
     return f'{self.name} record {i}'
+
+  def slice(self, start: int | None, stop: int | None) -> ArraySource:
+    """Records [start:stop] (Python slice semantics), e.g. a small training subset."""
+    window = slice(start, stop)
+    return ArraySource(f'{self.name}[{start or ""}:{stop or ""}]', self.images[window],
+                       self.labels[window], self.num_classes)
 
 
 def digits(split: str) -> ArraySource:
@@ -160,10 +167,14 @@ class TfdsSource:
 def get_source(data_config, split: str):
   """The source of `split` for `data_config` (see config.default_data_config)."""
   name = data_config.name
-  if name == 'digits':
-    return digits(split)
-  if name == 'fashion_mnist':
-    return fashion_mnist(split, data_config.data_dir)
+  if name in ('digits', 'fashion_mnist'):
+    # The embedded datasets take integer slices as TFDS does, e.g. 'train[:2000]'.
+    sliced = re.fullmatch(r'(\w+)\[(-?\d*):(-?\d*)\]', split)
+    base = sliced.group(1) if sliced else split
+    source = digits(base) if name == 'digits' else fashion_mnist(base, data_config.data_dir)
+    if sliced:
+      source = source.slice(*(int(g) if g else None for g in sliced.group(2, 3)))
+    return source
   if name == 'folder':
     return folder(data_config.data_dir, split, data_config.train_split)
   return TfdsSource(name, split, data_config.data_dir)
