@@ -90,7 +90,8 @@ EXPERIMENTS = {
         'plain-18 (28.54 % vs 27.94 % top-1); with shortcuts the deeper net is better (ResNet-34 '
         '25.03 % vs ResNet-18 27.88 %).',
         tuple(Variant(f'{kind}-{6 * n + 2}', model='tour_resnet',
-                      kwargs=(('blocks_per_stage', n), ('residual', kind == 'residual')))
+                      kwargs=(('blocks_per_stage', n), ('residual', kind == 'residual'),
+                              ('width', 8)))
               for kind in ('plain', 'residual') for n in (1, 4)),
         lr=0.05),
     'label_smoothing_aux': Experiment(
