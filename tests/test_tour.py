@@ -1,4 +1,4 @@
-"""docs/tour.md experiments: every variant builds a valid config and model; each experiment runs end to
+"""docs/tour.md experiments: every variant builds a valid config and model; one experiment runs end to
 end in smoke mode (a few trainer steps on digits per variant) and writes its table and figure."""
 
 import pytest
@@ -22,8 +22,8 @@ def test_every_variant_is_a_valid_config_and_model(name, variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', list(tour.EXPERIMENTS))
-def test_smoke_run_writes_table_and_figure(name, tmp_path):
+def test_smoke_run_writes_table_and_figure(tmp_path):
+  name = 'label_smoothing_aux'  # 3 variants: plain, a config override, a model switch + override
   rows = tour.run(name, str(tmp_path), smoke=True)
   exp = tour.EXPERIMENTS[name]
   assert [r['variant'] for r in rows] == [v.label for v in exp.variants]
