@@ -25,6 +25,10 @@ def load(path):
   return module
 
 
+def recipe(name):
+  return load(next(p for p in CONFIGS if p.stem == name))
+
+
 def test_there_are_recipes():
   assert {'alexnet', 'vgg16', 'vgg19', 'nin', 'bn_nin', 'googlenet', 'inception_v3', 'resnet',
           'quickstart'} <= {p.stem for p in CONFIGS}
@@ -45,7 +49,7 @@ def test_full_recipe_is_valid_and_documented(path):
 @pytest.mark.parametrize('arg', ['depth=18', 'depth=101,variant=cosine', 'variant=torchvision'])
 def test_recipe_arguments(arg):
   name = 'alexnet' if 'torchvision' in arg else 'resnet'
-  config = load(CONFIGS[[p.stem for p in CONFIGS].index(name)]).get_config(arg)
+  config = recipe(name).get_config(arg)
   config_lib.validate(config)
   assert config.model.name in ('resnet18', 'resnet101', 'alexnet')
 
@@ -70,12 +74,12 @@ def _run_one_step(config, workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['quickstart', 'alexnet', 'vgg16', 'resnet'])
 def test_runlocal_runs_one_step(name, tmp_path):
-  _run_one_step(load(CONFIGS[[p.stem for p in CONFIGS].index(name)]).get_config('runlocal'), tmp_path)
+  _run_one_step(recipe(name).get_config('runlocal'), tmp_path)
 
 
 @pytest.mark.slow
 def test_inception_v3_recipe_runs_one_step_on_a_resnet(tmp_path):
-  config = load(CONFIGS[[p.stem for p in CONFIGS].index('inception_v3')]).get_config('runlocal')
+  config = recipe('inception_v3').get_config('runlocal')
   assert config.optimizer.name == 'rmsprop' and config.ema_decay > 0 and config.label_smoothing > 0
   config.model.name, config.model.kwargs, config.image_size = 'resnet_tiny', {}, 32
   _run_one_step(config, tmp_path)

@@ -30,11 +30,6 @@ HEARTBEAT_S = 10
 TIMEOUT_S = 420  # per group of processes: a hung peer fails the test instead of hanging CI
 
 
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('xla_cache')
-
-
 def start_processes(cache, workdir, *args, processes=2, kill_process=None):
   """`processes` train.py processes x (4 / processes) CPU devices joined through 127.0.0.1."""
   port = portpicker.pick_unused_port()

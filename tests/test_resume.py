@@ -15,11 +15,6 @@ from cnn_jax import checkpoint
 from test_trainer import finish, leaves, run, start  # tests/ is on sys.path under pytest
 
 
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('xla_cache')
-
-
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(cache, tmp_path):
   args = ['--config.num_train_steps=8', '--config.checkpoint_every_steps=2',

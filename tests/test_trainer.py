@@ -25,11 +25,6 @@ WORKER = REPO / 'tests' / 'trainer_worker.py'
 VGG = 'configs/vgg16.py:runlocal'
 
 
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('xla_cache')
-
-
 def start(cache, workdir, *args, devices=1, config=VGG):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "

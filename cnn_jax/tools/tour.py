@@ -152,16 +152,15 @@ def run(name: str, out_dir: str, smoke: bool = False) -> list[dict]:
       with tempfile.TemporaryDirectory() as workdir:
         try:
           trainer.train_and_evaluate(make_config(exp, variant, seed, steps, dataset), workdir)
-          test_error = None
-        except trainer.NonFiniteLossError:  # a too-high learning rate: reported as diverged
-          test_error = np.nan
+        except trainer.NonFiniteLossError:  # a too-high learning rate: no final evaluation (NaN),
+          pass                              # reported as diverged
         curve, final = _read_metrics(workdir)
       curves.append(curve)
-      test_errors.append(final['top1_error'] if test_error is None else test_error)
+      test_errors.append(final['top1_error'])
       if exp.target_error is not None:
-        below = curve[curve[:, 1] <= exp.target_error] if len(curve) else curve
+        below = curve[curve[:, 1] <= exp.target_error]
         reach.append(below[0, 0] if len(below) else np.nan)
-      print(f'  {name} | {variant.label} | seed {seed}: test error {test_errors[-1]:.4f} '
+      print(f'  {name} | {variant.label} | seed {seed}: test error {final["top1_error"]:.4f} '
             f'({time.time() - t0:.0f} s)', flush=True)
     rows.append({'variant': variant.label, 'params': params, 'curves': curves,
                  'test_errors': test_errors, 'steps_to_target': reach,
