@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import checkpoint, models, parallel
-from test_trainer import cache, finish, start  # pylint: disable=unused-import  (fixture)
+from test_trainer import finish, start  # tests/ is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
