@@ -5,8 +5,12 @@ labels.txt) of JPEGs; ILSVRC2012_img_val.tar holds ILSVRC2012_val_%08d.JPEG, whi
 by sorted position against its shipped validation_labels.txt. Every image is a flat gray whose level
 encodes its identity, so labels can be checked after the whole pipeline. Among them are a grayscale
 JPEG, a CMYK JPEG and PNG data inside a .JPEG, as in the real archives.
+
+The dataset is prepared by the command users run, in a subprocess: TensorFlow never loads into the
+test process (where it would share the process with torch's libraries, which segfaults).
 """
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -21,10 +25,12 @@ from PIL import Image
 from cnn_jax import data
 from cnn_jax.data import prepare
 
-pytest.importorskip('tensorflow', reason='preparing needs TensorFlow: pip install -r requirements-prepare.txt')
-import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+import tensorflow_datasets as tfds  # reads the builder's label files; no TensorFlow needed
 
-pytestmark = pytest.mark.slow  # ~30 s: TensorFlow's import and the builder
+pytestmark = [
+    pytest.mark.slow,  # ~30 s: TensorFlow's import and the builder
+    pytest.mark.skipif(importlib.util.find_spec('tensorflow') is None,
+                       reason='preparing needs TensorFlow: pip install -r requirements-prepare.txt')]
 
 N_VAL, PER_CLASS = 10, 4
 MEAN, STD = np.array((0.485, 0.456, 0.406)), np.array((0.229, 0.224, 0.225))
@@ -78,7 +84,9 @@ def fake_imagenet(tmp_path_factory):
       _add(tar, f'ILSVRC2012_val_{i + 1:08d}.JPEG', _image(i, 50, 40 + 5 * i))
   val_labels = {i: labels.index(s) for i, s in enumerate(val_synsets)}
   data_dir = tmp_path_factory.mktemp('tfds')
-  prepare.prepare('imagenet2012', str(data_dir), str(manual), progress=False)
+  subprocess.run([sys.executable, '-m', 'cnn_jax.data.prepare', 'imagenet2012',
+                  f'--manual_dir={manual}', f'--data_dir={data_dir}'], check=True, timeout=600,
+                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   cfg = data.default_data_config()
   cfg.name, cfg.data_dir, cfg.train_split, cfg.eval_split = ('imagenet2012', str(data_dir), 'train',
                                                              'validation')
