@@ -2,7 +2,8 @@ r"""Input-pipeline throughput on ImageNet-like JPEGs (images/s), for the train a
 
 Generates `--num_images` photo-like JPEGs (500x375, about 110 KB, like the average ImageNet image)
 in a temporary image folder, then measures, after a warm-up:
-  1. one thread, no loader: plain PIL decode (a baseline), each train transform and the eval transform;
+  1. one thread, no loader: plain PIL and simplejpeg decodes (baselines), each train transform (with
+     the default fast resize, and for inception also with train_antialias=True) and the eval transform;
   2. the full loader (`make_loader`, folder source) with 1 and 2 grain worker processes.
 Run: python -m benchmarks.input_pipeline [--num_images=256 --batch_size=32 --workers=1,2]
 On a busy machine the numbers drop for all rows alike; compare them with the decode baseline.
@@ -19,6 +20,7 @@ from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
+import simplejpeg
 
 from cnn_jax import data
 from cnn_jax.data import transforms
@@ -101,10 +103,14 @@ def main(argv):
     s = _SECONDS.value
     rows.append(('PIL decode only (baseline)', '1 thread',
                  rate(lambda b: Image.open(io.BytesIO(b)).convert('RGB').load(), blobs, s)))
+    rows.append(('simplejpeg decode only (baseline)', '1 thread', rate(simplejpeg.decode_jpeg, blobs, s)))
     for augment in ('alexnet', 'vgg', 'resnet', 'inception', 'none'):
       t = transforms.Transform(augment, 224, 256, IMAGENET_MEAN, IMAGENET_STD)
       name = f'train transform {augment}' if augment != 'none' else 'eval transform (256 -> 224)'
       rows.append((name, '1 thread', rate(lambda b, t=t: t(b, rng), blobs, s)))
+    t = transforms.Transform('inception', 224, 256, IMAGENET_MEAN, IMAGENET_STD, antialias=True)
+    rows.append(('train transform inception, train_antialias=True', '1 thread',
+                 rate(lambda b: t(b, rng), blobs, s)))
     t = transforms.Transform(None, 224, 256, IMAGENET_MEAN, IMAGENET_STD)
     rows.append(('eval 10-crop (images, not views)', '1 thread', rate(t.ten_crop, blobs, s)))
     cfg = data.default_data_config()

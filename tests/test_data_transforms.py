@@ -4,6 +4,7 @@ import io
 import math
 import re
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -131,6 +132,49 @@ def test_draft_decoding_close_to_full_decode():
                                box=transforms.centre_box(2000, 1500, 256, 224)))
   fast = t(big)
   assert np.abs((fast * np.array(STD) + MEAN) * 255 - full).mean() < 2  # gray levels
+
+
+@pytest.mark.parametrize('kw', [{}, {'subsampling': 0}, {'subsampling': 1}, {'progressive': True},
+                                {'mode': 'L'}], ids=['420', '444', '422', 'progressive', 'gray'])
+@pytest.mark.parametrize('k', [1, 2, 4])
+def test_jpeg_decodes_to_the_pixels_pil_decodes(kw, k):
+  blob = _jpeg(**kw)
+  pixels, box = transforms.decode(blob, lambda w, h: (0, 0, w, h), 375 // k)  # >= 375/k px: 1/k
+  img = Image.open(io.BytesIO(blob))
+  img.draft('RGB', (500 // k, 375 // k))
+  np.testing.assert_array_equal(pixels, np.asarray(img.convert('RGB')))  # simplejpeg == PIL
+  np.testing.assert_allclose(box, (0, 0, 500 / k, 375 / k))
+
+
+def test_jpeg_rejected_by_strict_libjpeg_turbo_falls_back_to_pil():
+  blob = _jpeg(64, 48)
+  odd = blob[:-2] + b'\x00\x00\x00' + blob[-2:]  # "extraneous bytes before marker 0xd9": a warning
+  pixels, _ = transforms.decode(odd, lambda w, h: (0, 0, w, h), 48)
+  np.testing.assert_array_equal(pixels, np.asarray(Image.open(io.BytesIO(blob))))
+
+
+@pytest.mark.parametrize('antialias', [True, False])
+def test_train_resampling_is_the_chosen_filter_on_the_drawn_box(photo, antialias):
+  t = transforms.Transform('inception', 224, 256, MEAN, STD, antialias=antialias)
+  out = t(photo, np.random.default_rng(3))
+  rng = np.random.default_rng(3)  # replay the draws: the box, then the flip
+  box = transforms.random_resized_box(500, 375, rng)
+  full = np.asarray(Image.open(io.BytesIO(photo)))
+  if antialias:  # PIL's antialiased bilinear on the exact box
+    expected = np.asarray(Image.fromarray(full).resize((224, 224), Image.Resampling.BILINEAR, box=box))
+  else:  # OpenCV's plain bilinear on the box in whole pixels
+    l, t_, r, b = (round(v) for v in box)
+    expected = cv2.resize(full[t_:b, l:r], (224, 224), interpolation=cv2.INTER_LINEAR)
+  if rng.random() < 0.5:
+    expected = expected[:, ::-1]
+  np.testing.assert_allclose((out * STD + MEAN) * 255, expected, atol=1e-3)
+
+
+def test_fast_and_antialiased_train_resampling_agree_on_a_smooth_image(photo):
+  fast, exact = (transforms.Transform('alexnet', 224, 256, MEAN, STD, antialias=a) for a in (False, True))
+  for seed in range(4):
+    diff = fast(photo, np.random.default_rng(seed)) - exact(photo, np.random.default_rng(seed))
+    assert np.abs(diff * STD * 255).mean() < 3  # gray levels: the same crop, another filter
 
 
 @pytest.mark.parametrize('kind', ['L', 'CMYK', 'png', 'palette', 'RGBA'])

@@ -156,12 +156,13 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
   mean, std, crop_fraction = _model_preprocessing(data_config, model_name)
   resize = round(image_size / crop_fraction)
   n = len(source)
-  # Threads per process (or per worker) that each make a batch ahead; PIL releases the GIL while
-  # decoding and resizing.
+  # Threads per process (or per worker) that each make a batch ahead; simplejpeg, PIL and OpenCV
+  # release the GIL while decoding and resizing.
   read_options = grain.ReadOptions(num_threads=data_config.read_threads,
                                    prefetch_buffer_size=data_config.read_threads)
   if train:
-    transform = transforms.Transform(data_config.augment, image_size, resize, mean, std)
+    transform = transforms.Transform(data_config.augment, image_size, resize, mean, std,
+                                     data_config.get('train_antialias', False))
     ds = (grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
           .random_map(_TrainExample(source, transform, data_config.skip_corrupt), seed=seed))
     ds = ds[process_index::process_count].batch(batch, drop_remainder=True)

@@ -18,10 +18,13 @@ def default_data_config() -> ml_collections.ConfigDict:
     'alexnet' (short side to S, centre square, random crop, flip, PCA lighting), 'vgg' (scale jittering),
     'inception' (random-resized crop, area 8-100 %, aspect 3/4-4/3, flip), 'resnet' (scale
     augmentation, flip) or 'none' (the eval transform).
+  train_antialias: how train transforms resample their crop: False = OpenCV's plain bilinear on the
+    box rounded to whole pixels, as TensorFlow's and DALI's ImageNet pipelines (fast); True = PIL's
+    antialiased bilinear on the exact box, as torchvision's. Eval always uses the latter.
   crop_fraction: eval crop / resize (0.875 = 224/256); None takes the model's registry value.
   num_workers: grain worker processes for reading and decoding (0 = in the main process).
-  read_threads: batches made ahead in parallel threads by this process (or by each worker); PIL
-    releases the GIL while it decodes and resizes.
+  read_threads: batches made ahead in parallel threads by this process (or by each worker);
+    simplejpeg, PIL and OpenCV release the GIL while they decode and resize.
   prefetch: batches each worker keeps ready for the main process.
   skip_corrupt: False = an image that fails to decode raises an error naming the record; True = it is
     skipped, logged and counted: replaced by a random other record in training, masked out in eval.
@@ -34,6 +37,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.train_split = 'train'
   c.eval_split = 'test'
   c.augment = 'none'
+  c.train_antialias = False
   c.crop_fraction = ml_collections.FieldReference(None, field_type=float)
   c.num_workers = 0
   c.read_threads = 2

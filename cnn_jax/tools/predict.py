@@ -116,9 +116,7 @@ def predict(loaded: common.Loaded, paths: Sequence[str]):
     with open(path, 'rb') as f:
       encoded = f.read()
     images.append(transforms.decode_check(lambda: transform(encoded), lambda: path))
-    img = transforms.open_image(encoded)
-    shown.append(transforms.crop_resize(img, transforms.centre_box(*img.size, 256 / crop, 256),
-                                        (256, 256)))
+    shown.append(transforms.centre_crop(encoded, 256 / crop, 256))
   graphdef, state = nnx.split(loaded.model)
   logits = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))(state, np.stack(images))
   return np.asarray(jax.nn.softmax(logits.astype(jnp.float32))), np.stack(shown)
