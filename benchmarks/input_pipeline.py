@@ -4,8 +4,9 @@ Generates `--num_images` photo-like JPEGs (500x375, about 110 KB, like the avera
 in a temporary image folder, then measures, after a warm-up:
   1. one thread, no loader: plain PIL and simplejpeg decodes (baselines), each train transform (with
      the default fast resize, and for inception also with train_antialias=True) and the eval transform;
-  2. the full loader (`make_loader`, folder source) with 1 and 2 grain worker processes.
-Run: python -m benchmarks.input_pipeline [--num_images=256 --batch_size=32 --workers=1,2]
+  2. the full loader (`make_loader`, folder source) in the main process (its read threads) and with
+     1 and 2 grain worker processes.
+Run: python -m benchmarks.input_pipeline [--num_images=256 --batch_size=32 --workers=0,1,2]
 On a busy machine the numbers drop for all rows alike; compare them with the decode baseline.
 """
 
@@ -28,7 +29,8 @@ from cnn_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 256, 'JPEGs to generate')
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'loader batch size')
-_WORKERS = flags.DEFINE_list('workers', ['1', '2'], 'grain worker counts to measure')
+_WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'],
+                             'grain worker counts to measure (0: read threads in the main process)')
 _SECONDS = flags.DEFINE_float('seconds', 4.0, 'time per measurement')
 _AUGMENT = flags.DEFINE_list('loader_augment', ['inception', 'alexnet'],
                              'train augmentations measured through the loader')
@@ -117,11 +119,12 @@ def main(argv):
     cfg.name, cfg.data_dir, cfg.eval_split = 'folder', root, 'val'
     for workers in map(int, _WORKERS.value):
       cfg.num_workers = workers
+      parallelism = f'{workers} worker(s)' if workers else f'{cfg.read_threads} threads, no worker'
       for augment in _AUGMENT.value:
         cfg.augment = augment
-        rows.append((f'loader train ({augment})', f'{workers} worker(s)',
+        rows.append((f'loader train ({augment})', parallelism,
                      loader_rate(cfg, 'train', True, s)))
-      rows.append(('loader eval', f'{workers} worker(s)', loader_rate(cfg, 'val', False, s)))
+      rows.append(('loader eval', parallelism, loader_rate(cfg, 'val', False, s)))
   print('\n| pipeline | parallelism | images/s |\n| --- | --- | ---: |')
   for name, par, r in rows:
     print(f'| {name} | {par} | {r:.0f} |')

@@ -108,7 +108,7 @@ def test_eval_counts_every_example_once(process_count):
 
 
 @pytest.mark.slow  # starting grain's worker processes takes ~10-20 s here
-def test_worker_processes_give_the_same_batches():
+def test_worker_processes_give_the_same_batches_and_restore():
   make = lambda workers: data.make_loader(
       _config(name='digits', augment='vgg', num_workers=workers), 'train', train=True,
       global_batch_size=8, seed=2, image_size=16, process_index=0, process_count=1)
@@ -117,4 +117,10 @@ def test_worker_processes_give_the_same_batches():
   for x, y in zip(_take(make(0), 5), _take(it, 5)):
     np.testing.assert_array_equal(x['image'], y['image'])
     np.testing.assert_array_equal(x['label'], y['label'])
-  assert it.get_state()  # grain's multi-process state (restoring it is grain's own, tested there)
+  state = it.get_state()  # after 5 batches; the trainer checkpoints this
+  expected = _take(it, 3)
+  resumed = make(2)
+  resumed.set_state(state)
+  for x, y in zip(expected, _take(resumed, 3)):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
