@@ -216,12 +216,15 @@ class Transform:
 
   def ten_crop(self, data) -> np.ndarray:
     r, size = self.resize, self.size
-    square = centre_crop(data, r, r)
+    # Normalise the resize x resize square once, then copy the views out of it.
+    square = np.multiply(centre_crop(data, r, r), self.scale[:1, :1], dtype=np.float32)
+    square += self.offset[:1, :1]
     e, c = r - size, (r - size) // 2
-    views = np.stack([square[y:y + size, x:x + size]
-                      for x, y in ((0, 0), (e, 0), (0, e), (e, e), (c, c))])
-    views = np.concatenate([views, views[:, :, ::-1]])
-    return np.multiply(views, self.scale, dtype=np.float32) + self.offset
+    views = np.empty((10, size, size, 3), np.float32)
+    for i, (x, y) in enumerate(((0, 0), (e, 0), (0, e), (e, e), (c, c))):
+      views[i] = square[y:y + size, x:x + size]
+      views[i + 5] = views[i, :, ::-1]
+    return views
 
 
 def decode_check(fn: Callable, describe: Callable[[], str]):
