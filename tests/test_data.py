@@ -18,6 +18,13 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
+def _assert_same_batches(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+
+
 def test_digits_sizes_and_split():
   c = _config(name='digits')
   assert data.num_examples(c, 'train') == 1437 and data.num_examples(c, 'test') == 360
@@ -69,8 +76,7 @@ def test_train_deterministic_for_seed_and_restores():
   make = lambda seed: data.make_loader(c, 'train', train=True, global_batch_size=8, seed=seed,
                                        image_size=16, process_index=0, process_count=1)
   a, b = _take(make(3), 3), _take(make(3), 3)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x['image'], y['image'])
+  _assert_same_batches(a, b)
   assert not np.array_equal(a[0]['label'], _take(make(4), 1)[0]['label'])
   it = make(3)
   _take(it, 2)
@@ -78,9 +84,7 @@ def test_train_deterministic_for_seed_and_restores():
   expected = _take(it, 2)
   resumed = make(3)
   resumed.set_state(state)
-  for x, y in zip(expected, _take(resumed, 2)):
-    np.testing.assert_array_equal(x['image'], y['image'])
-    np.testing.assert_array_equal(x['label'], y['label'])
+  _assert_same_batches(expected, _take(resumed, 2))
 
 
 @pytest.mark.parametrize('process_count', [1, 2])
@@ -114,13 +118,9 @@ def test_worker_processes_give_the_same_batches_and_restore():
       global_batch_size=8, seed=2, image_size=16, process_index=0, process_count=1)
   it = make(2)
   # Worker k makes batches k, k + 2, ...: the stream does not depend on the number of workers.
-  for x, y in zip(_take(make(0), 5), _take(it, 5)):
-    np.testing.assert_array_equal(x['image'], y['image'])
-    np.testing.assert_array_equal(x['label'], y['label'])
+  _assert_same_batches(_take(make(0), 5), _take(it, 5))
   state = it.get_state()  # after 5 batches; the trainer checkpoints this
   expected = _take(it, 3)
   resumed = make(2)
   resumed.set_state(state)
-  for x, y in zip(expected, _take(resumed, 3)):
-    np.testing.assert_array_equal(x['image'], y['image'])
-    np.testing.assert_array_equal(x['label'], y['label'])
+  _assert_same_batches(expected, _take(resumed, 3))

@@ -162,7 +162,7 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
                                    prefetch_buffer_size=data_config.read_threads)
   if train:
     transform = transforms.Transform(data_config.augment, image_size, resize, mean, std,
-                                     data_config.get('train_antialias', False))
+                                     data_config.train_antialias)
     ds = (grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
           .random_map(_TrainExample(source, transform, data_config.skip_corrupt), seed=seed))
     ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
