@@ -45,7 +45,8 @@ def num_classes(data_config) -> int:
 
 
 def _model_preprocessing(data_config, model_name):
-  """(mean, std, crop_fraction): data_config values, else the model's registry values, else ImageNet's."""
+  """(mean, std, crop_fraction, eval_geometry): data_config values, else the model's registry values,
+  else ImageNet's (and the exact sub-pixel centre crop)."""
   from cnn_jax import models  # pylint: disable=g-import-not-at-top
   info = models.get_info(model_name) if model_name else None
   mean = data_config.get('mean') or (info.mean if info else models.registry.IMAGENET_MEAN)
@@ -53,7 +54,8 @@ def _model_preprocessing(data_config, model_name):
   crop = data_config.get('crop_fraction') or (info.crop_fraction if info else DEFAULT_CROP_FRACTION)
   if not 0 < crop <= 1:
     raise ValueError(f'crop_fraction must be in (0, 1], got {crop}')
-  return tuple(mean), tuple(std), crop
+  geometry = info.eval_geometry if info else 'exact'
+  return tuple(mean), tuple(std), crop, geometry
 
 
 _skipped = 0  # corrupt images skipped in this process (each grain worker counts its own)
@@ -153,7 +155,7 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   batch = global_batch_size // process_count
   source = _source(data_config, split)
-  mean, std, crop_fraction = _model_preprocessing(data_config, model_name)
+  mean, std, crop_fraction, eval_geometry = _model_preprocessing(data_config, model_name)
   resize = round(image_size / crop_fraction)
   n = len(source)
   # Threads per process (or per worker) that each make a batch ahead; simplejpeg, PIL and OpenCV
@@ -167,7 +169,8 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
           .random_map(_TrainExample(source, transform, data_config.skip_corrupt), seed=seed))
     ds = ds[process_index::process_count].batch(batch, drop_remainder=True)
   else:
-    transform = transforms.Transform(None, image_size, resize, mean, std)
+    transform = transforms.Transform(None, image_size, resize, mean, std,
+                                     eval_geometry=eval_geometry)
     shard = np.arange(process_index, n, process_count)
     batches = math.ceil(math.ceil(n / process_count) / batch)
     ds = (grain.MapDataset.range(batches * batch)

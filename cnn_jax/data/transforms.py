@@ -179,7 +179,7 @@ class Transform:
   """
 
   def __init__(self, augment: str | None, size: int, resize: int, mean: Sequence[float],
-               std: Sequence[float], antialias: bool = False):
+               std: Sequence[float], antialias: bool = False, eval_geometry: str = 'exact'):
     if augment is not None and augment not in AUGMENTATIONS:
       raise ValueError(f'unknown augment {augment!r}; choose one of {AUGMENTATIONS}')
     if resize < size:
@@ -187,6 +187,7 @@ class Transform:
     self.augment = None if augment == 'none' else augment
     self.antialias = antialias or self.augment is None
     self.size, self.resize = size, resize
+    self.eval_geometry = eval_geometry
     self.std = np.asarray(std, np.float32)
     # Full-size arrays: numpy is slow at broadcasting over a last axis of 3.
     self.scale = np.tile(np.float32(1 / 255) / self.std, (size, size, 1))

@@ -19,6 +19,11 @@ class ModelInfo:
   eval_resize: short side before the centre crop (crop fraction = input_size / eval_resize);
   params: the exact parameter count at 1000 classes and default options (tested);
   top1/top5: published ImageNet-1k validation accuracy in %, with `source` saying where from.
+  eval_geometry: how the eval transform places its centre crop: 'torchvision' (Resize(eval_resize)
+    with the long side truncated to whole pixels, then CenterCrop(input_size) at a rounded whole-pixel
+    offset, PIL antialiased bilinear: torchvision's eval pixels, for torchvision-derived weights) or
+    'exact' (the centre `input_size` square of the image rescaled to short side `eval_resize`, at
+    the exact sub-pixel position: the papers' own protocol).
   """
 
   name: str
@@ -35,6 +40,7 @@ class ModelInfo:
   top1: float | None = None
   top5: float | None = None
   source: str = ''
+  eval_geometry: str = 'torchvision'
   tiny: bool = False  # a small variant for tests and runlocal, not a published network
 
   @property
