@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from cnn_jax import models
+from cnn_jax import evaluate, models
 from cnn_jax.models import stats
 from cnn_jax.tools import analyze, common, filters, predict
 
@@ -32,11 +33,12 @@ def _png_size(path):
 
 @pytest.fixture(scope='module')
 def analysis(tmp_path_factory):
-  """One analyze run over two tiny models, with an eval result for the first of them."""
+  """One analyze run over two tiny models, with an eval result for the first of them (fractions,
+  as eval.py writes them)."""
   out = tmp_path_factory.mktemp('analysis')
   results = out / 'results.jsonl'
-  results.write_text(json.dumps({'model': TINY[0], 'top1': 12.0, 'top5': 40.0, 'n': 10}) + '\n'
-                     + json.dumps({'model': TINY[0], 'top1': 42.5, 'top5': 70.0, 'n': 100}) + '\n')
+  results.write_text(json.dumps({'model': TINY[0], 'top1': 0.12, 'top5': 0.4, 'n': 10}) + '\n'
+                     + json.dumps({'model': TINY[0], 'top1': 0.425, 'top5': 0.7, 'n': 100}) + '\n')
   analyze.main([*TINY, '--outdir', str(out), '--results', str(results), '--batch-sizes',
                 ','.join(map(str, BATCHES)), '--train-batch', '2', '--repeats', '1',
                 '--budget', '600'])
@@ -62,7 +64,7 @@ def test_model_table_has_one_row_per_model_with_counts_from_stats(analysis):
 
 def test_accuracy_comes_from_the_last_eval_result_else_is_missing(analysis):
   _, rows = _read_csv(analysis / 'analysis.csv')
-  assert float(rows[0]['top1']) == 42.5 and float(rows[0]['top5']) == 70.0
+  assert float(rows[0]['top1']) == pytest.approx(42.5) and float(rows[0]['top5']) == pytest.approx(70)
   assert rows[0]['accuracy_source'] == 'own eval (results.jsonl, n=100)'
   assert rows[1]['top1'] == '' and rows[1]['accuracy_source'] == ''  # tiny: nothing published
 
@@ -103,19 +105,39 @@ def test_figures_are_pngs_of_the_expected_size(analysis, name):
 
 
 def test_redraw_takes_new_eval_results_without_measuring(analysis, tmp_path):
-  import shutil  # pylint: disable=g-import-not-at-top
   out = tmp_path / 'copy'
   shutil.copytree(analysis, out)
   before = _read_csv(out / 'analysis_batches.csv')
   results = tmp_path / 'later.jsonl'
-  results.write_text(json.dumps({'model': TINY[1], 'top1': 77.0, 'top5': 90.0}) + '\n')
+  results.write_text(json.dumps({'model': TINY[1], 'top1': 0.77, 'top5': 0.9}) + '\n')
   analyze.main(['--redraw', '--outdir', str(out), '--results', str(results)])
   _, rows = _read_csv(out / 'analysis.csv')
-  assert float(rows[0]['top1']) == 42.5 and float(rows[1]['top1']) == 77.0
+  assert float(rows[0]['top1']) == pytest.approx(42.5)
+  assert float(rows[1]['top1']) == pytest.approx(77.0)
   assert rows[1]['accuracy_source'] == 'own eval (later.jsonl)'
   assert _read_csv(out / 'analysis_batches.csv') == before
   assert (out / 'analysis.md').read_text().splitlines()[0] == (
       (analysis / 'analysis.md').read_text().splitlines()[0])
+
+
+def test_analyze_shows_eval_py_results_in_percent(analysis, workdir, tmp_path):
+  """eval.py's own results.jsonl row (accuracy as a fraction) becomes top-1 % in analyze's tables."""
+  evaluate.run(workdir=str(workdir), progress=False)  # alexnet2012_tiny, one step on digits
+  results = workdir / evaluate.RESULTS_FILE
+  saved = json.loads(results.read_text().splitlines()[-1])
+  assert saved['model'] == TINY[0] and saved['n'] == 360
+  assert 0 < saved['top1_err'] < 1  # so that a fraction and a percentage differ
+  # Hand conversion of the row: accuracy % = 100 x (1 - error as a fraction).
+  top1, top5 = 100 * (1 - saved['top1_err']), 100 * (1 - saved['top5_err'])
+  out = tmp_path / 'copy'
+  shutil.copytree(analysis, out)
+  analyze.main(['--redraw', '--outdir', str(out), '--results', str(results)])
+  _, rows = _read_csv(out / 'analysis.csv')
+  assert float(rows[0]['top1']) == pytest.approx(top1)
+  assert float(rows[0]['top5']) == pytest.approx(top5)
+  assert rows[0]['accuracy_source'] == 'own eval (results.jsonl, n=360)'
+  summary = (out / 'analysis.md').read_text().splitlines()[4]  # the first model's row
+  assert summary.split('|')[6].strip() == f'{top1:.2f}'
 
 
 def test_models_that_do_not_fit_are_reported_not_crashed_on(tmp_path, capsys):
@@ -144,8 +166,11 @@ def test_time_budget_skips_larger_batches_but_measures_the_first(tmp_path):
 
 def test_results_file_errors_name_the_line(tmp_path):
   bad = tmp_path / 'results.jsonl'
-  bad.write_text('{"model": "alexnet", "top1": 50}\n\n{"top1": 3}\n')
+  bad.write_text('{"model": "alexnet", "top1": 0.5}\n\n{"top1": 0.3}\n')
   with pytest.raises(ValueError, match=r'results.jsonl:3: expected a JSON object with "model"'):
+    analyze.load_results([str(bad)])
+  bad.write_text('{"model": "alexnet", "top1": 56.5, "top5": 79.1}\n')  # percentages
+  with pytest.raises(ValueError, match=r'results.jsonl:1: top1 and top5 must be fractions'):
     analyze.load_results([str(bad)])
 
 

@@ -11,8 +11,9 @@ SGD-momentum step. Peak memory is XLA's compiled memory analysis of the jitted f
 output + temporary buffers, less outputs aliased to donated arguments. It is what XLA allocates for
 one call, parameters included; it leaves out the Python process, the runtime and the compiled code.
 
-Accuracy is the user's own (JSON lines written by eval.py, `--results FILE`; the last line per
-model wins) where present, else the published value from the registry, marked as such.
+Accuracy, in %, is the user's own (JSON lines written by eval.py, `--results FILE`, whose fractions
+are converted on reading; the last line per model wins) where present, else the published value
+from the registry, marked as such.
 
 A batch size that would exceed the memory limit or the per-model time budget is skipped and
 reported, as is a model that fails; the run goes on. Writes to `--outdir`: analysis.csv (one row
@@ -61,7 +62,8 @@ def _log(message: str) -> None:
 
 
 def load_results(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
-  """Accuracy per model from eval.py's JSON lines (top1/top5 in %); later lines win."""
+  """Accuracy in % per model from eval.py's JSON lines, whose top1/top5 are fractions in [0, 1]
+  (the one place where analyze converts them); later lines win."""
   results = {}
   for path in paths:
     with open(path, encoding='utf-8') as f:
@@ -71,11 +73,14 @@ def load_results(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         try:
           record = json.loads(line)
           name, top1 = record['model'], float(record['top1'])
+          top5 = None if record.get('top5') is None else float(record['top5'])
         except (ValueError, KeyError, TypeError) as e:
           raise ValueError(f'{path}:{lineno}: expected a JSON object with "model" and "top1" '
                            f'(as eval.py writes), got {line.strip()[:80]!r} ({e})') from None
-        top5 = record.get('top5')
-        results[name] = {'top1': top1, 'top5': None if top5 is None else float(top5),
+        if not all(0 <= v <= 1 for v in (top1, top5) if v is not None):
+          raise ValueError(f'{path}:{lineno}: top1 and top5 must be fractions in [0, 1], as eval.py '
+                           f'writes them; got {top1} and {top5}')
+        results[name] = {'top1': 100 * top1, 'top5': None if top5 is None else 100 * top5,
                          'source': f'own eval ({os.path.basename(path)}'
                                    + (f', n={record["n"]})' if 'n' in record else ')')}
   return results
