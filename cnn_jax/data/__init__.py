@@ -44,13 +44,15 @@ def num_classes(data_config) -> int:
   return _source(data_config, data_config.train_split).num_classes
 
 
-def _model_preprocessing(data_config, model_name):
-  """(mean, std, crop_fraction, eval_geometry): data_config values, else the model's registry values,
-  else ImageNet's (and the exact sub-pixel centre crop)."""
+def model_preprocessing(data_config, model_name):
+  """(mean, std, crop_fraction, eval_geometry): data_config.mean/std/crop_fraction where set, else
+  the model's registry values (mean/std from its input convention), else ImageNet's torchvision
+  convention (and the exact sub-pixel centre crop) when no model is named."""
   from cnn_jax import models  # pylint: disable=g-import-not-at-top
   info = models.get_info(model_name) if model_name else None
-  mean = data_config.get('mean') or (info.mean if info else models.registry.IMAGENET_MEAN)
-  std = data_config.get('std') or (info.std if info else models.registry.IMAGENET_STD)
+  default = info or models.registry.INPUT_CONVENTIONS['torchvision']
+  mean = data_config.get('mean') or default.mean
+  std = data_config.get('std') or default.std
   crop = data_config.get('crop_fraction') or (info.crop_fraction if info else DEFAULT_CROP_FRACTION)
   if not 0 < crop <= 1:
     raise ValueError(f'crop_fraction must be in (0, 1], got {crop}')
@@ -155,7 +157,7 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   batch = global_batch_size // process_count
   source = _source(data_config, split)
-  mean, std, crop_fraction, eval_geometry = _model_preprocessing(data_config, model_name)
+  mean, std, crop_fraction, eval_geometry = model_preprocessing(data_config, model_name)
   resize = round(image_size / crop_fraction)
   n = len(source)
   # Threads per process (or per worker) that each make a batch ahead; simplejpeg, PIL and OpenCV

@@ -211,13 +211,16 @@ _PAPER_2012 = 'Krizhevsky, Sutskever, Hinton 2012, ImageNet Classification with 
 _OWT = 'Krizhevsky 2014, One weird trick for parallelizing CNNs (arXiv 1404.5997)'
 register('alexnet2012', AlexNet2012, family='alexnet', paper=_PAPER_2012, params=60_965_224,
          input_size=227, min_input_size=67, eval_resize=256, top1=59.3, top5=81.8,
-         source='paper Table 2 (1 CNN: val top-1/top-5 error 40.7/18.2)')
+         source='paper Table 2 (1 CNN: val top-1/top-5 error 40.7/18.2)',
+         input_convention='raw_centred', eval_geometry='exact')
 register('alexnet', AlexNet, family='alexnet', paper=_OWT, params=61_100_840, min_input_size=63,
-         top1=56.522, top5=79.066, source='torchvision IMAGENET1K_V1')
+         top1=56.522, top5=79.066, source='torchvision IMAGENET1K_V1',
+         input_convention='torchvision', eval_geometry='torchvision')
 register('bn_alexnet', AlexNet, kwargs={'batch_norm': True}, family='alexnet',
          paper=_OWT + ' + BatchNorm (imagenet-multiGPU.torch alexnetowtbn)', params=61_119_528,
-         min_input_size=63, top1=56.60, source='szagoruyko/imagenet-validation.torch (1-crop)')
+         min_input_size=63, top1=56.60, source='szagoruyko/imagenet-validation.torch (1-crop)',
+         input_convention='torch7_meanstd', eval_geometry='exact')
 register('alexnet2012_tiny', AlexNet2012,
          kwargs={'channels': (16, 32, 48, 48, 32), 'fc_features': 64}, family='alexnet',
          paper=_PAPER_2012 + ' (narrow, for tests)', params=None, input_size=67, min_input_size=67,
-         eval_resize=76, tiny=True)
+         eval_resize=76, tiny=True, input_convention='raw_centred', eval_geometry='exact')

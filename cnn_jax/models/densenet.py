@@ -101,8 +101,10 @@ class DenseNet(nnx.Module):
 
 _PAPER = 'Huang et al. 2017, Densely Connected Convolutional Networks'
 register('densenet121', DenseNet, family='densenet', paper=_PAPER, params=7_978_856,
-         min_input_size=29, top1=74.434, top5=91.972, source='torchvision IMAGENET1K_V1')
+         min_input_size=29, top1=74.434, top5=91.972, source='torchvision IMAGENET1K_V1',
+         input_convention='torchvision', eval_geometry='torchvision')
 register('densenet_tiny', DenseNet,
          kwargs={'growth_rate': 8, 'block_config': (2, 2, 2, 2), 'num_init_features': 16},
          family='densenet', paper=_PAPER + ' (narrow and shallow, for tests)', params=None,
-         input_size=32, min_input_size=29, eval_resize=36, tiny=True)
+         input_size=32, min_input_size=29, eval_resize=36, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')

@@ -142,10 +142,13 @@ class ENet(nnx.Module):
 _PAPER = 'Paszke et al. 2016, ENet: A Deep Neural Network Architecture for Real-Time Semantic Segmentation'
 register('enet', ENet, family='enet', paper=_PAPER + ' (encoder + GAP + linear head, ours)',
          params=467_156, min_input_size=7,
-         source='no published ImageNet accuracy; params computed from this code')
+         source='no published ImageNet accuracy; params computed from this code',
+         input_convention='torch7_meanstd', eval_geometry='exact')
 register('enet_v2', ENet, kwargs={'extra_downsampling': True}, family='enet',
          paper=_PAPER + ' (ENet V2 for ImageNet, Culurciello 2016 blog "Training ENet on ImageNet")',
          params=527_764, min_input_size=31,
-         source='no published ImageNet accuracy; params computed from this code')
+         source='no published ImageNet accuracy; params computed from this code',
+         input_convention='torch7_meanstd', eval_geometry='exact')
 register('enet_tiny', ENet, family='enet', paper=_PAPER + ' (enet at 32 px, for tests and runlocal)',
-         params=None, input_size=32, min_input_size=7, eval_resize=36, tiny=True)
+         params=None, input_size=32, min_input_size=7, eval_resize=36, tiny=True,
+         input_convention='torch7_meanstd', eval_geometry='exact')

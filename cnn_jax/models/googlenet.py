@@ -156,11 +156,13 @@ class GoogLeNet(nnx.Module):
 _PAPER = 'Szegedy et al. 2015, Going Deeper with Convolutions (arXiv 1409.4842)'
 register('googlenet', GoogLeNet, family='googlenet', paper=_PAPER + ' (torchvision port)',
          params=6_624_904, min_input_size=15, top1=69.778, top5=89.530,
-         source='torchvision IMAGENET1K_V1 (ported from TF)')
+         source='torchvision IMAGENET1K_V1 (ported from TF)',
+         input_convention='torchvision', eval_geometry='torchvision')
 register('googlenet_paper', GoogLeNet, kwargs={'paper': True}, family='googlenet',
          paper=_PAPER + ' (true 5x5 branch, 3x3/2 pool before 5a; BatchNorm, no LRN)',
          params=7_005_832, min_input_size=31, top5=89.93,
-         source='paper Table 3 (1 model, 1 crop: top-5 error 10.07%)')
+         source='paper Table 3 (1 model, 1 crop: top-5 error 10.07%)',
+         input_convention='tf_inception', eval_geometry='exact')
 register('googlenet_tiny', GoogLeNet, kwargs={'width': 0.125}, family='googlenet',
          paper=_PAPER + ' (1/8 width, for tests)', params=None, input_size=32, min_input_size=15,
-         eval_resize=37, tiny=True)
+         eval_resize=37, tiny=True, input_convention='torchvision', eval_geometry='exact')

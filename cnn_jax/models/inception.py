@@ -248,7 +248,9 @@ class InceptionV3(nnx.Module):
 _PAPER = 'Szegedy et al. 2016, Rethinking the Inception Architecture (arXiv 1512.00567)'
 register('inception_v3', InceptionV3, family='inception', paper=_PAPER + ' (torchvision port)',
          params=27_161_264, input_size=299, min_input_size=75, eval_resize=342, top1=77.294,
-         top5=93.450, source='torchvision IMAGENET1K_V1 (ported from TF)')
+         top5=93.450, source='torchvision IMAGENET1K_V1 (ported from TF)',
+         input_convention='torchvision', eval_geometry='torchvision')
 register('inception_v3_tiny', InceptionV3, kwargs={'width': 0.125, 'aux_logits': False},
          family='inception', paper=_PAPER + ' (1/8 width, no aux head, for tests)', params=None,
-         input_size=75, min_input_size=75, eval_resize=86, tiny=True)
+         input_size=75, min_input_size=75, eval_resize=86, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')

@@ -241,7 +241,9 @@ _PAPER = ('Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of
           'Connections on Learning')
 register('inception_v4', InceptionV4, family='inception_v4', paper=_PAPER, params=42_679_816,
          input_size=299, min_input_size=75, eval_resize=342, top1=80.2, top5=95.2,
-         source='TF-slim released inception_v4 checkpoint (tensorflow/models research/slim)')
+         source='TF-slim released inception_v4 checkpoint (tensorflow/models research/slim)',
+         input_convention='tf_inception', eval_geometry='exact')
 register('inception_v4_tiny', InceptionV4, kwargs={'blocks': (1, 1, 1), 'width': 0.125},
          family='inception_v4', paper=_PAPER + ' (narrow and shallow, for tests)', params=None,
-         input_size=75, min_input_size=75, eval_resize=86, tiny=True)
+         input_size=75, min_input_size=75, eval_resize=86, tiny=True,
+         input_convention='tf_inception', eval_geometry='exact')

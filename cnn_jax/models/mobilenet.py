@@ -96,9 +96,11 @@ class MobileNetV2(nnx.Module):
 
 _PAPER = 'Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks'
 register('mobilenet_v2', MobileNetV2, family='mobilenet', paper=_PAPER, params=3_504_872,
-         min_input_size=1, top1=71.878, top5=90.286, source='torchvision IMAGENET1K_V1')
+         min_input_size=1, top1=71.878, top5=90.286, source='torchvision IMAGENET1K_V1',
+         input_convention='torchvision', eval_geometry='torchvision')
 register('mobilenet_v2_tiny', MobileNetV2,
          kwargs={'width_mult': 0.25, 'last_channel': 64,
                  'setting': ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 1, 2))},
          family='mobilenet', paper=_PAPER + ' (narrow and shallow, for tests)', params=None,
-         input_size=32, min_input_size=1, eval_resize=36, tiny=True)
+         input_size=32, min_input_size=1, eval_resize=36, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')

@@ -105,13 +105,16 @@ class NiN(nnx.Module):
 _PAPER = 'Lin, Chen, Yan 2014, Network In Network (arXiv 1312.4400)'
 register('nin', NiN, family='nin', paper=_PAPER + ', Caffe ImageNet model (nin_imagenet)',
          params=7_595_176, min_input_size=39, top1=56.7, top5=79.5,
-         source='BVLC Caffe wiki "Models accuracy on ImageNet 2012 val" (1 centre crop)')
+         source='BVLC Caffe wiki "Models accuracy on ImageNet 2012 val" (1 centre crop)',
+         input_convention='raw_centred', eval_geometry='exact')
 register('bn_nin', NiN, kwargs={'batch_norm': True}, family='nin',
          paper=_PAPER + ' + BatchNorm (imagenet-multiGPU.torch ninbn.lua)', params=8_655_336,
-         min_input_size=1, top1=62.6, source='imagenet-multiGPU.torch ninbn.lua header (35 epochs)')
+         min_input_size=1, top1=62.6, source='imagenet-multiGPU.torch ninbn.lua header (35 epochs)',
+         input_convention='torch7_meanstd', eval_geometry='exact')
 register('nin_tiny', NiN, kwargs={'widths': (16, 24, 32, 48)}, family='nin',
          paper=_PAPER + ' (narrow, for tests)', params=None, input_size=64, min_input_size=39,
-         eval_resize=73, tiny=True)
+         eval_resize=73, tiny=True, input_convention='raw_centred', eval_geometry='exact')
 register('bn_nin_tiny', NiN, kwargs={'widths': (16, 24, 32, 48), 'batch_norm': True},
          family='nin', paper=_PAPER + ' + BatchNorm (narrow, for tests)', params=None,
-         input_size=32, min_input_size=1, eval_resize=37, tiny=True)
+         input_size=32, min_input_size=1, eval_resize=37, tiny=True,
+         input_convention='torch7_meanstd', eval_geometry='exact')

@@ -144,17 +144,21 @@ for _depth, (_block, _depths, _params, _top1, _top5) in _PUBLISHED.items():
   register(f'resnet{_depth}', ResNet, kwargs=_kwargs, family='resnet',
            paper=_PAPER + (' (v1.5: stride on the 3x3)' if _block == 'bottleneck' else ''),
            params=_params, min_input_size=1, top1=_top1, top5=_top5,
-           source='torchvision IMAGENET1K_V1')
+           source='torchvision IMAGENET1K_V1', input_convention='torchvision',
+           eval_geometry='torchvision')
   if _depth in _PAPER_ERR:
     _e1, _e5 = _PAPER_ERR[_depth]
     register(f'resnet{_depth}_v1', ResNet, kwargs={**_kwargs, 'stride_on_first_1x1': True},
              family='resnet', paper=_PAPER + ' (v1: stride on the first 1x1)', params=_params,
              min_input_size=1, top1=round(100 - _e1, 2), top5=round(100 - _e5, 2),
-             source='KaimingHe/deep-residual-networks README (Caffe, 1 centre crop)')
+             source='KaimingHe/deep-residual-networks README (Caffe, 1 centre crop)',
+             input_convention='raw_centred', eval_geometry='exact')
 register('resnet_tiny', ResNet, kwargs={'block': 'basic', 'depths': (1, 1, 1, 1), 'width': 8},
          family='resnet', paper=_PAPER + ' (narrow, 1 basic block per stage, for tests)',
-         params=None, input_size=32, min_input_size=1, eval_resize=37, tiny=True)
+         params=None, input_size=32, min_input_size=1, eval_resize=37, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')
 register('resnet_tiny_bottleneck', ResNet,
          kwargs={'block': 'bottleneck', 'depths': (1, 1, 1, 1), 'width': 4}, family='resnet',
          paper=_PAPER + ' (narrow, 1 bottleneck block per stage, for tests)', params=None,
-         input_size=32, min_input_size=1, eval_resize=37, tiny=True)
+         input_size=32, min_input_size=1, eval_resize=37, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')

@@ -145,6 +145,8 @@ class TourResNet(nnx.Module):
 
 _TOUR = 'docs/tour.md experiments (small networks, not published models)'
 register('tour_cnn', TourCNN, family='tour', paper=_TOUR, params=None, input_size=32,
-         min_input_size=8, eval_resize=32, tiny=True)
+         min_input_size=8, eval_resize=32, tiny=True, input_convention='torchvision',
+         eval_geometry='exact')
 register('tour_resnet', TourResNet, family='tour', paper=_TOUR, params=None, input_size=32,
-         min_input_size=4, eval_resize=32, tiny=True)
+         min_input_size=4, eval_resize=32, tiny=True, input_convention='torchvision',
+         eval_geometry='exact')

@@ -87,10 +87,13 @@ class SqueezeNet(nnx.Module):
 _PAPER = 'Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters'
 register('squeezenet1_0', SqueezeNet, kwargs={'version': '1_0'}, family='squeezenet', paper=_PAPER,
          params=1_248_424, min_input_size=21, top1=58.092, top5=80.420,
-         source='torchvision IMAGENET1K_V1')
+         source='torchvision IMAGENET1K_V1', input_convention='torchvision',
+         eval_geometry='torchvision')
 register('squeezenet1_1', SqueezeNet, kwargs={'version': '1_1'}, family='squeezenet',
          paper=_PAPER + ' (v1.1, forresti/SqueezeNet)', params=1_235_496, min_input_size=17,
-         top1=58.178, top5=80.624, source='torchvision IMAGENET1K_V1')
+         top1=58.178, top5=80.624, source='torchvision IMAGENET1K_V1',
+         input_convention='torchvision', eval_geometry='torchvision')
 register('squeezenet_tiny', SqueezeNet, kwargs={'version': '1_1'}, family='squeezenet',
          paper=_PAPER + ' (v1.1 at 32 px: already small, for tests and runlocal)', params=None,
-         input_size=32, min_input_size=17, eval_resize=36, tiny=True)
+         input_size=32, min_input_size=17, eval_resize=36, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')

@@ -85,12 +85,15 @@ _PUBLISHED = {
 }
 for _name, (_cfg, _p, _p_bn, _t1, _t5, _t1_bn, _t5_bn) in _PUBLISHED.items():
   register(_name, VGG, kwargs={'config': _cfg}, family='vgg', paper=f'{_PAPER}, config {_cfg}',
-           params=_p, min_input_size=32, top1=_t1, top5=_t5, source='torchvision IMAGENET1K_V1')
+           params=_p, min_input_size=32, top1=_t1, top5=_t5, source='torchvision IMAGENET1K_V1',
+           input_convention='torchvision', eval_geometry='torchvision')
   register(f'{_name}_bn', VGG, kwargs={'config': _cfg, 'batch_norm': True}, family='vgg',
            paper=f'{_PAPER}, config {_cfg} + BatchNorm', params=_p_bn, min_input_size=32,
-           top1=_t1_bn, top5=_t5_bn, source='torchvision IMAGENET1K_V1')
+           top1=_t1_bn, top5=_t5_bn, source='torchvision IMAGENET1K_V1',
+           input_convention='torchvision', eval_geometry='torchvision')
 register('vgg_tiny', VGG,
          kwargs={'config': ((8,), (16,), (16, 16), (32,), (32,)), 'batch_norm': True,
                  'fc_features': 32},
          family='vgg', paper=_PAPER + ' (narrow A + BatchNorm, for tests)', params=None,
-         input_size=32, min_input_size=32, eval_resize=37, tiny=True)
+         input_size=32, min_input_size=32, eval_resize=37, tiny=True,
+         input_convention='torchvision', eval_geometry='exact')

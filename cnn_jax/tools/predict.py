@@ -108,7 +108,7 @@ def true_label(path: str, data_config: dict | None, names: Sequence[str]) -> int
 def predict(loaded: common.Loaded, paths: Sequence[str]):
   """(probabilities (N, classes), display images uint8 (N, 256, 256, 3)) of the image files."""
   config = ml_collections.ConfigDict(loaded.data or {})
-  mean, std, crop, _ = data._model_preprocessing(config, loaded.name)  # pylint: disable=protected-access
+  mean, std, crop, _ = data.model_preprocessing(config, loaded.name)
   size = loaded.image_size
   transform = transforms.Transform(None, size, round(size / crop), mean, std)
   images, shown = [], []
