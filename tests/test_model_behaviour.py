@@ -156,14 +156,33 @@ def test_parameter_count_with_and_without_aux_heads(name, kwargs, params):
   assert stats.count_params(stats.abstract_model(name, **kwargs)) == params
 
 
-# reference.md §1.1 (torchvision `_ops`), §2.6 (ResNet v1), §2.7 (BN-NIN), §3.2 (GoogLeNet 5x5).
+# GMACs at the model's input size. torchvision models: `meta['_ops']` of their IMAGENET1K_V1 weights
+# (torchvision 0.29.1, `models/{vgg,resnet,googlenet,inception}.py`). The others by hand:
+# - ResNet-50 v1 (He et al. 2015, Table 1: "3.8 x 10^9" multiply-adds) strides the first bottleneck
+#   of conv3_x, conv4_x and conv5_x in its first 1x1 conv, torchvision's v1.5 in the 3x3; so that 1x1
+#   (c_in -> width) runs at the output size, c_in x width x (H_in^2 - H_out^2) MACs fewer each.
+RESNET50_V1 = 4.089 - (256 * 128 * (56**2 - 28**2) + 512 * 256 * (28**2 - 14**2)
+                       + 1024 * 512 * (14**2 - 7**2)) / 1e9
+# - GoogLeNet as in Szegedy et al. 2014 (Table 1) has true 5x5 convs where torchvision's port has 3x3
+#   ones: (25 - 9) x #5x5reduce x #5x5 x H x W more MACs in each inception module, per Table 1's
+#   columns (3a, 3b at 28 px; 4a-4e at 14 px; 5a, 5b at 7 px).
+GOOGLENET_PAPER = 1.498 + 16 * (28**2 * (16 * 32 + 32 * 96)
+                                + 14**2 * (16 * 48 + 24 * 64 + 24 * 64 + 32 * 64 + 32 * 128)
+                                + 7**2 * (32 * 128 + 48 * 128)) / 1e9
+# - BN-NIN (soumith/imagenet-multiGPU.torch `models/ninbn.lua`) at 224 px: four mlpconv blocks, a
+#   k x k conv then two 1x1 convs of its width, at 56, 28, 14 and 7 px; then Linear(1024 -> 1000).
+BN_NIN = ((11 * 11 * 3 * 96 + 2 * 96**2) * 56**2 + (5 * 5 * 96 * 256 + 2 * 256**2) * 28**2
+          + (3 * 3 * 256 * 384 + 2 * 384**2) * 14**2 + (3 * 3 * 384 * 1024 + 2 * 1024**2) * 7**2
+          + 1024 * 1000) / 1e9
+
+
 @pytest.mark.parametrize('name,gmacs', [
     ('vgg11', 7.609), ('vgg13', 11.308), ('vgg16', 15.470), ('vgg19', 19.632),
     ('vgg16_bn', 15.470), ('resnet18', 1.814), ('resnet34', 3.664), ('resnet50', 4.089),
     pytest.param('resnet101', 7.801, marks=pytest.mark.slow),
     pytest.param('resnet152', 11.514, marks=pytest.mark.slow),
-    ('resnet50_v1', 3.858), ('googlenet', 1.498), ('googlenet_paper', 1.58),
-    ('inception_v3', 5.713), ('bn_nin', 1.260),
+    ('resnet50_v1', RESNET50_V1), ('googlenet', 1.498), ('googlenet_paper', GOOGLENET_PAPER),
+    ('inception_v3', 5.713), ('bn_nin', BN_NIN),
 ])
 def test_macs_match_reference(name, gmacs):
   info = models.get_info(name)

@@ -1,7 +1,8 @@
 """Layers shared by the model families, written to match the papers and PyTorch exactly.
 
 Everything is NHWC. Padding is always explicit: `pad(p)` gives PyTorch's symmetric padding,
-never XLA's 'SAME' (which pads (0, 1) for stride-2 layers on even inputs; reference.md §1.6).
+never XLA's 'SAME', which pads a stride-2 3x3 layer on an even size n by (0, 1): its total padding
+(n/2 - 1) * 2 + 3 - n = 1 goes to the high side, where PyTorch pads (1, 1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Parameter and multiply-accumulate counts, computed from the models themselves.
 
-MACs are counted the way torchvision's `_ops` are (reference.md §1.1): multiplications of the
+MACs are counted the way torchvision's `_ops` are (`test/common_extended_utils.py`, whose
+`conv_flop_count` notes that only multiplication is counted): multiplications of the
 convolutions and matrix products only, read off the model's jaxpr in eval mode. Nothing is typed in.
 """
 
