@@ -6,7 +6,7 @@
   fire2-fire9, conv10, global average pool, dropout 0.5 after fire9).
 - SqueezeNet 1.1 is the revision in the authors' repo (forresti/SqueezeNet, v1.1): a 3x3/2 conv1 with
   64 filters and the pools moved earlier, 2.4x less computation at the same accuracy.
-- torchvision `squeezenet.py` (reference.md §1.3): max-pools 3x3/2 with `ceil_mode=True`, no padding
+- torchvision 0.29 `models/squeezenet.py`: max-pools 3x3/2 with `ceil_mode=True`, no padding
   in conv1; head Dropout(0.5) -> conv 1x1 (512 -> classes) -> ReLU -> adaptive average pool; init:
   final conv N(0, 0.01), the other convs kaiming_uniform (gain sqrt(2), fan-in), all biases 0.
 
