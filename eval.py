@@ -8,6 +8,8 @@ PATH: a train.py workdir, one of its checkpoints/<step> directories, or converte
 resolution and batch size (ImageNet's validation split for converted weights). The results row is
 printed and appended to <workdir>/results.jsonl. Several processes/hosts: the flags of train.py
 (--distributed, or --coordinator_address, --num_processes, --process_id); process 0 prints and writes.
+A mistake (a missing checkpoint, an empty split ...) is reported as one line `error: ...` (exit code
+2); --verbose shows its traceback.
 """
 
 import os
@@ -16,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import evaluate, parallel
+from cnn_jax import errors, evaluate, parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A recipe in configs/ (dataset, resolution, eval batch size, mesh); default: the '
@@ -57,4 +59,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  errors.run(main)

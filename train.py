@@ -1,8 +1,10 @@
 """Train a recipe: `python train.py --config=configs/<recipe>.py[:args] --workdir=DIR [--config.x=y]`.
 
 Running again with the same --workdir resumes from its latest checkpoint. See cnn_jax/trainer.py.
-Several processes/hosts: add --distributed (cluster environment) or --coordinator_address,
---num_processes, --process_id to each (flags in cnn_jax/parallel.py; examples/slurm_2node.sbatch).
+A mistake (config, data, workdir) is reported as one line `error: ...` (exit code 2); --verbose
+shows its traceback. Several processes/hosts: add --distributed (cluster environment) or
+--coordinator_address, --num_processes, --process_id to each (flags in cnn_jax/parallel.py;
+examples/slurm_2node.sbatch).
 """
 
 import os
@@ -11,7 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import parallel, trainer
+from cnn_jax import errors, parallel, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A recipe in configs/, optionally with arguments: configs/resnet.py:depth=50')
@@ -25,6 +27,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    raise errors.UserError(f'--workdir={_WORKDIR.value} is a file; pass a directory (created if '
+                           'missing, resumed if it holds a run)')
   parallel.initialize_distributed()
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(_CACHE.value))
@@ -34,4 +39,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  errors.run(main)

@@ -3,7 +3,9 @@ transforms, and a grain loader that is deterministic, sharded per process and ch
 
 `make_loader(config.data, split, train=..., global_batch_size=..., seed=..., image_size=...)` returns an
 iterator of host batches `{'image': float32 (B, H, W, 3), 'label': int32 (B,), 'mask': bool (B,)}` with
-`get_state()` / `set_state()`; `num_examples` and `num_classes` describe a dataset.
+`get_state()` / `set_state()`; `num_examples` and `num_classes` describe a dataset, `check_splits` checks
+it before a run. An unusable dataset raises `cnn_jax.errors.DataError`: an empty split, labels outside
+[0, num_classes), or (with skip_corrupt) more corrupt images than readable ones.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ import numpy as np
 
 from cnn_jax.data import sources, transforms
 from cnn_jax.data.config import default_data_config
+from cnn_jax.errors import DataError
 
-__all__ = ['default_data_config', 'make_loader', 'num_classes', 'num_examples']
+__all__ = ['check_splits', 'default_data_config', 'make_loader', 'num_classes', 'num_examples']
 
 DEFAULT_CROP_FRACTION = 0.875  # 224 / 256, when no model is named
+# skip_corrupt gives up (DataError) when one training example meets this many corrupt images in a
+# row, or when more than MAX_CORRUPT_FRACTION of the images a loader read are corrupt (counted from
+# MIN_READS reads on, or the whole split of this process when it is smaller): then the data is
+# unreadable, not a few bad files, and skipping would loop or train on a sliver of it.
+MAX_CORRUPT_IN_A_ROW = 20
+MAX_CORRUPT_FRACTION = 0.5
+MIN_READS = 100
 
 
 @functools.lru_cache(maxsize=16)
@@ -44,6 +54,26 @@ def num_classes(data_config) -> int:
   return _source(data_config, data_config.train_split).num_classes
 
 
+def check_splits(data_config, splits, num_classes: int) -> None:  # pylint: disable=redefined-outer-name
+  """Fail (DataError) unless every split in `splits` exists, has examples, uses the train split's
+  classes (image folders) and has labels in [0, num_classes): before a run compiles or trains."""
+  for split in splits:
+    source = _source(data_config, split)
+    labels = source.labels
+    if labels is None:  # TFDS: its ClassLabel feature keeps labels in [0, source.num_classes)
+      if source.num_classes > num_classes:
+        raise DataError(f'{data_config.name} has {source.num_classes} classes but num_classes='
+                        f'{num_classes}; set --config.num_classes={source.num_classes} or leave it '
+                        "unset (None: the dataset's)")
+      continue
+    for i in (int(np.argmax(labels)), int(np.argmin(labels))):
+      if not 0 <= labels[i] < num_classes:
+        raise DataError(f'{source.describe(i)} (split {split!r}) has label {labels[i]}, outside '
+                        f'[0, num_classes={num_classes}); set --config.num_classes='
+                        f'{max(source.num_classes, int(labels.max()) + 1)} or leave it unset (None: '
+                        "the dataset's)")
+
+
 def model_preprocessing(data_config, model_name):
   """(mean, std, crop_fraction, eval_geometry): data_config.mean/std/crop_fraction where set, else
   the model's registry values (mean/std from its input convention), else ImageNet's torchvision
@@ -60,14 +90,32 @@ def model_preprocessing(data_config, model_name):
   return tuple(mean), tuple(std), crop, geometry
 
 
-_skipped = 0  # corrupt images skipped in this process (each grain worker counts its own)
+class _CorruptCounter:
+  """The images one loader read and the corrupt ones it skipped (each grain worker process counts its
+  own; its read threads share one, so the counts are approximate), and the bounds above."""
 
+  def __init__(self, source, min_reads):
+    self.source, self.min_reads = source, min_reads
+    self.reads, self.skips, self.named = 0, 0, []
 
-def _count_skip(error: Exception) -> None:
-  global _skipped
-  _skipped += 1
-  logging.warning('skip_corrupt: skipped %d corrupt image(s) in this process so far; this one: %s',
-                  _skipped, error)
+  def read(self):
+    self.reads += 1
+
+  def skip(self, error: Exception, index: int, in_a_row: int = 1) -> None:
+    """Log a skipped image; raise a DataError naming a few when the data looks unreadable."""
+    self.skips += 1
+    if len(self.named) < 3 and self.source.describe(index) not in self.named:
+      self.named.append(self.source.describe(index))
+    logging.warning('skip_corrupt: skipped %d corrupt image(s) of %d read by this loader; this one: '
+                    '%s', self.skips, self.reads, error)
+    fraction = self.reads >= self.min_reads and self.skips > MAX_CORRUPT_FRACTION * self.reads
+    if in_a_row >= MAX_CORRUPT_IN_A_ROW or fraction:
+      what = (f'{in_a_row} images in a row' if in_a_row >= MAX_CORRUPT_IN_A_ROW else
+              f'{self.skips} of the {self.reads} images read (over {MAX_CORRUPT_FRACTION:.0%})')
+      raise DataError(f'data.skip_corrupt gave up: {what} failed to decode, e.g. '
+                      f'{"; ".join(self.named)}. The data is unreadable, not a few bad files: check '
+                      'data.data_dir and these files (data.skip_corrupt=False stops at the first one '
+                      'with the reason)')
 
 
 class _TrainExample:
@@ -75,16 +123,18 @@ class _TrainExample:
 
   With skip_corrupt, a corrupt image is skipped and replaced by a random other record (drawn from the
   example's own rng, so still deterministic): batches stay full and their order does not depend on
-  the number of workers.
+  the number of workers. Unreadable data stops the run (see MAX_CORRUPT_IN_A_ROW).
   """
 
   def __init__(self, source, transform, skip_corrupt):
     self.source, self.transform, self.skip_corrupt = source, transform, skip_corrupt
+    self.corrupt = _CorruptCounter(source, min(MIN_READS, len(source)))
 
   def __call__(self, index, rng):
     index = int(index)
-    while True:
+    for attempt in range(1, MAX_CORRUPT_IN_A_ROW + 1):
       record = self.source[index]
+      self.corrupt.read()
       try:
         image = transforms.decode_check(lambda: self.transform(record['image'], rng),
                                         lambda: self.source.describe(index))  # pylint: disable=cell-var-from-loop
@@ -92,7 +142,7 @@ class _TrainExample:
       except transforms.CorruptImageError as e:
         if not self.skip_corrupt:
           raise
-        _count_skip(e)
+        self.corrupt.skip(e, index, attempt)  # raises at the last attempt
         index = int(rng.integers(len(self.source)))
 
 
@@ -102,6 +152,7 @@ class _EvalExample:
   def __init__(self, source, transform, shard_indices, ten_crop, skip_corrupt):
     self.source, self.transform, self.shard = source, transform, shard_indices
     self.ten_crop, self.skip_corrupt = ten_crop, skip_corrupt
+    self.corrupt = _CorruptCounter(source, min(MIN_READS, len(shard_indices)))
     n = 10 if ten_crop else None
     size = transform.size
     self.pad_image = np.zeros(((n,) if n else ()) + (size, size, 3), np.float32)
@@ -113,6 +164,7 @@ class _EvalExample:
       return pad
     index = int(self.shard[position])
     record = self.source[index]
+    self.corrupt.read()
     fn = self.transform.ten_crop if self.ten_crop else self.transform
     try:
       image = transforms.decode_check(lambda: fn(record['image']),
@@ -120,7 +172,7 @@ class _EvalExample:
     except transforms.CorruptImageError as e:
       if not self.skip_corrupt:
         raise
-      _count_skip(e)
+      self.corrupt.skip(e, index)
       return pad
     return {'image': image, 'label': np.int32(record['label']), 'mask': np.True_}
 
@@ -138,7 +190,8 @@ def make_loader(data_config, split: str, *, train: bool, global_batch_size: int,
   train=True: globally shuffled with `seed` (reshuffled every epoch), repeats forever (epochs run
     into each other, so no batch is ever short), this process takes every process_count-th example;
     augmentation per data_config.augment, seeded per example; mask all True. With skip_corrupt a
-    corrupt image is skipped (logged, counted) and a random other record takes its place.
+    corrupt image is skipped (logged, counted) and a random other record takes its place; see
+    MAX_CORRUPT_IN_A_ROW for when it gives up.
   train=False: one pass in order; process p reads examples p, p + P, p + 2P, ...; every process yields
     the same number of batches, the last ones padded with mask False; every example of the split
     appears exactly once across processes. Eval transform: short side to image_size / crop_fraction,

@@ -7,15 +7,19 @@ ImageNet 2012 from the tar files of image-net.org, with TFDS's official `imagene
 `--manual_dir` holds ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (ILSVRC2012_img_test.tar
 too, optionally). Any other TFDS dataset is downloaded and prepared by its builder:
 `python -m cnn_jax.data.prepare cifar10 --data_dir=...`. Needs TensorFlow: `pip install -r
-requirements-prepare.txt`. Shows a progress bar per split.
+requirements-prepare.txt`. Shows a progress bar per split. A missing, foreign or truncated tar file is
+reported before TensorFlow starts, as one line naming it (cnn_jax.errors).
 """
 
 from __future__ import annotations
 
 import os
+import tarfile
 
 from absl import app
 from absl import flags
+
+from cnn_jax import errors
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'folder of the manually downloaded files')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write to (default ~/tensorflow_datasets)')
@@ -23,8 +27,26 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write to (de
 IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 
 
+def check_tar(path: str) -> None:
+  """Fail, naming `path`, unless it is a tar archive whose every member is whole.
+
+  Reads only the member headers, seeking over the data (seconds for ImageNet's 50,000 validation
+  images), and so catches a foreign file or a download cut short inside a member before the hours of
+  preparation; an archive cut exactly between two members looks whole.
+  """
+  try:
+    with tarfile.open(path, 'r:') as tar:
+      count = sum(1 for _ in tar)
+  except (tarfile.TarError, EOFError) as e:
+    raise errors.UserError(f'{path} is not a tar archive or is cut short ({e}): download it '
+                           'again (image-net.org, ILSVRC 2012) and check its size and md5sum') from e
+  if not count:
+    raise errors.UserError(f'{path} is an empty tar archive: download it again (image-net.org, '
+                           'ILSVRC 2012)')
+
+
 def check_manual_dir(name: str, manual_dir: str | None) -> None:
-  """Fail early, naming the expected file, when ImageNet's tar files are missing."""
+  """Fail early, naming the file, when ImageNet's tar files are missing, not tars or truncated."""
   if not name.startswith('imagenet2012'):
     return
   if not manual_dir:
@@ -34,6 +56,7 @@ def check_manual_dir(name: str, manual_dir: str | None) -> None:
     if not os.path.isfile(path):
       raise FileNotFoundError(f'{path} not found: --manual_dir must hold {" and ".join(IMAGENET_TARS)} '
                               '(from image-net.org, ILSVRC 2012)')
+    check_tar(path)
 
 
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
@@ -64,4 +87,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  errors.run(main)

@@ -1,7 +1,10 @@
 """Random-access data sources: `len(src)`, `src[i] -> {'image': bytes | uint8 (H, W, C), 'label': int}`.
 
-Every source also has `num_classes` and `describe(i)` (names record `i` in error messages). They are
-plain picklable objects, so grain can hand them to its worker processes.
+Every source also has `num_classes`, `labels` (every record's label as an int array, or None where
+reading them would cost a pass over the data: TFDS, whose ClassLabel feature keeps them in
+[0, num_classes)) and `describe(i)` (names record `i` in error messages). They are plain picklable
+objects, so grain can hand them to its worker processes. `get_source` refuses a split without
+examples.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import pathlib
 import re
 
 import numpy as np
+
+from cnn_jax.errors import DataError
 
 DIGITS_TEST_FRACTION = 0.2
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'  # Debian package `dataset-fashion-mnist`
@@ -92,22 +97,29 @@ class FolderSource:
   def __init__(self, root: str, classes: list[str]):
     self.root, self.classes, self.num_classes = root, classes, len(classes)
     index = {c: k for k, c in enumerate(classes)}
-    self.files, self.labels = [], []
-    for c in sorted(os.listdir(root)):
+    self.files, labels = [], []
+    folders = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
+    for c in folders:
       if c not in index:
-        raise ValueError(f'class folder {os.path.join(root, c)} is not among the {len(classes)} '
-                         'classes of the train split; every split must use the same class folders')
+        raise DataError(f'class folder {os.path.join(root, c)} is not among the {len(classes)} '
+                        'class folders of the train split; every split must use the same class '
+                        'folders: add it to the train split or remove it here')
       for f in sorted(os.listdir(os.path.join(root, c))):
         if f.lower().endswith(IMAGE_EXTENSIONS):
           self.files.append(os.path.join(c, f))
-          self.labels.append(index[c])
+          labels.append(index[c])
+    if not self.files:
+      raise DataError(f'no images in {root}: its class folders ({", ".join(folders) or "none"}) '
+                      f'hold no files ending in {", ".join(IMAGE_EXTENSIONS)}; put the images of '
+                      f'each class in {root}/<class>/')
+    self.labels = np.asarray(labels, np.int32)
 
   def __len__(self) -> int:
     return len(self.files)
 
   def __getitem__(self, i: int) -> dict:
     with open(os.path.join(self.root, self.files[i]), 'rb') as f:
-      return {'image': f.read(), 'label': self.labels[i]}
+      return {'image': f.read(), 'label': int(self.labels[i])}
 
   def describe(self, i: int) -> str:
     return f'image file {os.path.join(self.root, self.files[i])}'
@@ -122,6 +134,9 @@ def folder(data_dir: str, split: str, train_split: str) -> FolderSource:
     if not os.path.isdir(r):
       raise FileNotFoundError(f'image folder {r} not found; expected {data_dir}/<split>/<class>/<image>')
   classes = sorted(c for c in os.listdir(train_root) if os.path.isdir(os.path.join(train_root, c)))
+  if not classes:
+    raise DataError(f'no class folders in {train_root}; put the images of each class in a folder of '
+                    f'its own: {train_root}/<class>/<image>')
   return FolderSource(root, classes)
 
 
@@ -150,6 +165,7 @@ class TfdsSource:
                        "needs 'image' and 'label'")
     self.name, self.split = name, split
     self.num_classes = features['label'].num_classes
+    self.labels = None
     self._source = builder.as_data_source(
         split=split, decoders={'image': tfds.decode.SkipDecoding()})
 
@@ -174,7 +190,11 @@ def get_source(data_config, split: str):
     source = digits(base) if name == 'digits' else fashion_mnist(base, data_config.data_dir)
     if sliced:
       source = source.slice(*(int(g) if g else None for g in sliced.group(2, 3)))
-    return source
-  if name == 'folder':
-    return folder(data_config.data_dir, split, data_config.train_split)
-  return TfdsSource(name, split, data_config.data_dir)
+  elif name == 'folder':
+    source = folder(data_config.data_dir, split, data_config.train_split)
+  else:
+    source = TfdsSource(name, split, data_config.data_dir)
+  if not len(source):
+    raise DataError(f'split {split!r} of {name} has no examples; choose another split '
+                    '(data.train_split / data.eval_split)')
+  return source
