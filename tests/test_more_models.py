@@ -19,7 +19,8 @@ from cnn_jax.models import enet, stats
     ('squeezenet1_0', 0.819), ('squeezenet1_1', 0.349), ('densenet121', 2.834),
     ('mobilenet_v2', 0.301)])
 def test_macs_match_torchvision(name, gmacs):
-  """reference.md §1.1 `_ops` at 224 px (multiplications of convs and matmuls only)."""
+  """torchvision 0.29.1's `meta['_ops']` of the IMAGENET1K_V1 weights (`models/squeezenet.py`,
+  `densenet.py`, `mobilenetv2.py`): GMACs at 224 px, multiplications of convs and matmuls only."""
   macs = stats.count_macs(stats.abstract_model(name), models.get_info(name).input_size) / 1e9
   assert macs == pytest.approx(gmacs, rel=0.01)
 
