@@ -53,25 +53,48 @@ def summarise(sums: Mapping[str, Any]) -> dict[str, float]:
 class Writer:
   """Console lines (absl logging), `metrics.jsonl` and TensorBoard event files in `workdir`.
 
+  `metrics.jsonl` holds one row per (split, step): a run resumed from step `start_step` first drops
+  the rows its previous life wrote after that step (they are written again as the steps are
+  replayed), TensorBoard likewise (`purge_step`), and a step written again replaces its row.
   Only process 0 writes; the others accept calls and do nothing.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
     self.enabled = enabled
     self._tb = None
     self._jsonl = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       os.makedirs(workdir, exist_ok=True)
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      self._path = os.path.join(workdir, 'metrics.jsonl')
+      self._written = set()
+      if os.path.exists(self._path):
+        self._keep(lambda record: record.get('step', 0) <= start_step)
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=start_step + 1)
+      self._jsonl = open(self._path, 'a', encoding='utf-8')
+
+  def _keep(self, predicate) -> None:
+    """Rewrite metrics.jsonl (atomically) with the rows that satisfy `predicate`."""
+    with open(self._path, encoding='utf-8') as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    kept = [r for r in records if predicate(r)]
+    self._written = {(r.get('split'), r.get('step')) for r in kept}
+    if len(kept) < len(records):
+      with open(self._path + '.tmp', 'w', encoding='utf-8') as f:
+        f.writelines(json.dumps(r) + '\n' for r in kept)
+      os.replace(self._path + '.tmp', self._path)
 
   def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
     if not self.enabled:
       return
+    if (split, step) in self._written:  # evaluated again (a run resumed at its end)
+      self._jsonl.close()
+      self._keep(lambda record: (record.get('split'), record.get('step')) != (split, step))
+      self._jsonl = open(self._path, 'a', encoding='utf-8')
     record = {'step': step, 'split': split, 'time': time.time(), **values}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
+    self._written.add((split, step))
     for k, v in values.items():
       self._tb.add_scalar(f'{split}/{k}', v, step)
     self._tb.flush()
