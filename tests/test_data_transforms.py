@@ -42,7 +42,7 @@ def test_train_transform_shapes_ranges_determinism(photo, augment, size):
   if augment != 'none':
     assert not np.array_equal(out[0], out[2])
   # PCA lighting shifts by at most a few sigma of 0.1 * 0.2175 * 0.58 ~ 0.013 per channel.
-  margin = 0.1 / np.array(STD) if augment in ('alexnet', 'vgg', 'resnet') else 1e-5
+  margin = 0.1 / np.array(STD) if augment in ('alexnet', 'vgg', 'resnet', 'googlenet') else 1e-5
   assert (out[0] >= LO - margin).all() and (out[0] <= HI + margin).all()
 
 
@@ -53,11 +53,13 @@ def test_eval_value_exact_on_constant_image():
                                                   out.shape), atol=1e-5)
 
 
-def test_eval_centre_box_is_torchvision_resize_centre_crop():
-  # 500x375, short side 375 -> 256 (scale 256/375); the 224 crop is centred in the 341.3x256 image.
-  s = 256 / 375
+def test_exact_eval_box_is_the_sub_pixel_centre():
+  # 'exact' geometry, by hand: 500x375, short side 375 -> 256 (x 256/375), so 500 -> 341.33. The 224
+  # square centred there spans x 58.67..282.67, y 16..240 of the rescaled image; x 375/256 in the
+  # stored image: 85.9375..414.0625, 23.4375..351.5625. (torchvision's whole-pixel geometry is
+  # compared with torchvision itself in test_transform_torchvision.py.)
   box = transforms.centre_box(500, 375, 256, 224)
-  np.testing.assert_allclose(box, ((500 * s - 224) / 2 / s, 16 / s, (500 * s + 224) / 2 / s, 240 / s))
+  np.testing.assert_allclose(box, (85.9375, 23.4375, 414.0625, 351.5625))
 
 
 def test_alexnet_crops_lie_in_the_central_square():
@@ -250,3 +252,177 @@ def test_fashion_mnist_sizes():
   (b,) = [next(data.make_loader(c, 'test', train=False, global_batch_size=5, seed=0, image_size=32,
                                 model_name='alexnet', process_index=0, process_count=1))]
   assert b['image'].shape == (5, 32, 32, 3) and b['label'].tolist() == src.labels[:5].tolist()
+
+
+def test_16_bit_png_keeps_its_high_byte():
+  # A 16-bit gradient holding every value 0..65535 once: v = 256 y + x on a 256x256 image, whose
+  # 8-bit value is v >> 8 = y (the high byte; PIL reads 16-bit colour PNGs so). Before, PIL's
+  # convert('RGB') clipped v to 255: an almost white image.
+  v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+  expected = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 256, axis=1)
+  ok, gray16 = cv2.imencode('.png', v)
+  rgb = np.stack([v, 65535 - v, v // 2], axis=-1)  # 16-bit colour, also v >> 8 per channel
+  ok2, rgb16 = cv2.imencode('.png', rgb[..., ::-1])  # OpenCV writes BGR
+  assert ok and ok2
+  pixels, _ = transforms.decode(gray16.tobytes(), lambda w, h: (0, 0, w, h), None)
+  np.testing.assert_array_equal(pixels, expected)
+  pixels, _ = transforms.decode(rgb16.tobytes(), lambda w, h: (0, 0, w, h), None)
+  np.testing.assert_array_equal(pixels, (rgb >> 8).astype(np.uint8))
+  out = transforms.Transform(None, 224, 256, MEAN, STD)(gray16.tobytes())
+  assert abs((out[..., 0] * STD[0] + MEAN[0]).mean() - 0.5) < 0.01  # mid-grey on average, not white
+
+
+class _Draws:
+  """A stand-in for np.random.Generator that returns chosen values and records the ranges asked."""
+
+  def __init__(self, permutation=None, uniform=()):
+    self.order, self.values, self.asked = permutation, list(uniform), []
+
+  def permutation(self, n):
+    assert n == 3
+    return np.array(self.order)
+
+  def uniform(self, lo, hi, size=None):
+    self.asked.append((lo, hi, size))
+    return np.array(self.values.pop(0)) if size else self.values.pop(0)
+
+
+def _blend(degenerate, img, f):
+  """PIL's Image.blend(degenerate, img, f): degenerate + f (img - degenerate), truncated to uint8."""
+  return np.clip(np.trunc(degenerate + np.float32(f) * (img - degenerate)), 0, 255)
+
+
+def test_howard_photometric_distortions_by_hand():
+  # Howard 2013 §2.1: contrast, brightness and colour, in a random order, each factor in [0.5, 1.5];
+  # PIL's ImageEnhance blends the image with a degenerate one: Contrast with the grey of its mean
+  # luma (ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B), Brightness with black, Color with its luma.
+  img = np.array([[[200, 100, 50], [10, 20, 30]], [[255, 255, 255], [90, 180, 40]]], np.uint8)
+  draws = _Draws(permutation=[1, 2, 0], uniform=[[1.4, 0.6, 1.3]])  # contrast, brightness, colour
+  out = transforms.photometric_distortions(img, draws)
+  assert draws.asked == [(0.5, 1.5, 3)]
+  x = img.astype(np.float32)
+  x = _blend(0, x, 0.6)  # brightness first (order [1, 2, 0])
+  luma = np.round(x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+  x = _blend(luma, x, 1.3)  # then colour
+  mean = int(np.round(x @ np.array([0.299, 0.587, 0.114], np.float32)).mean() + 0.5)
+  x = _blend(mean, x, 1.4)  # then contrast
+  assert out.dtype == np.uint8
+  np.testing.assert_allclose(out, x, atol=1)
+
+
+def test_tf_saturation_and_brightness_by_hand():
+  # HSV by hand: (0.8, 0.4, 0.2) has V = 0.8, S = (0.8 - 0.2) / 0.8 = 0.75, H = 60 * (0.4 - 0.2) /
+  # 0.6 = 20 deg. S x 0.5 = 0.375: C = V S = 0.3, m = V - C = 0.5, X = C (1 - |H/60 mod 2 - 1|)
+  # = 0.1, so RGB = (C + m, X + m, m) = (0.8, 0.6, 0.5). S x 2 = 1.5, clipped to 1: C = 0.8, m = 0,
+  # X = 0.8 / 3: (0.8, 0.2667, 0). Grey and black have S = 0 and stay.
+  x = np.array([[[0.8, 0.4, 0.2], [0.5, 0.5, 0.5], [0, 0, 0]]], np.float32)
+  np.testing.assert_allclose(transforms.adjust_saturation(x, 0.5)[0, 0], (0.8, 0.6, 0.5), atol=1e-6)
+  np.testing.assert_allclose(transforms.adjust_saturation(x, 2.0)[0, 0], (0.8, 0.8 / 3, 0), atol=1e-6)
+  np.testing.assert_allclose(transforms.adjust_saturation(x, 1.5)[0, 1:], x[0, 1:])
+  np.testing.assert_allclose(transforms.adjust_brightness(x, 0.1), x + np.float32(0.1))
+  # distort_color(fast_mode=True), ordering 0: brightness (delta in [-32/255, 32/255]), then
+  # saturation ([0.5, 1.5]), then clip to [0, 1]. (0.8, 0.4, 0.2) + 0.1 = (0.9, 0.5, 0.3): S = 2/3
+  # -> 1/3 halves V - c: (0.9, 0.7, 0.6). (0.95, 0.5, 0.5) + 0.1 -> (1.05, 0.825, 0.825) -> clip.
+  draws = _Draws(uniform=[0.1, 0.5])
+  y = np.array([[[0.8, 0.4, 0.2], [0.95, 0.5, 0.5]]], np.float32)
+  out = transforms.distort_color_fast(y, draws)
+  assert draws.asked == [(-32 / 255, 32 / 255, None), (0.5, 1.5, None)]
+  np.testing.assert_allclose(out[0], [(0.9, 0.7, 0.6), (1.0, 0.825, 0.825)], atol=1e-6)
+
+
+@pytest.mark.parametrize('augment', ['googlenet', 'inception_tf'])
+def test_colour_augmentations_on_a_grey_image(augment):
+  # On a uniform grey image contrast, colour and saturation change nothing (S = 0, the mean is the
+  # image): 'googlenet' leaves floor(100 x brightness factor) plus the PCA lighting shift (Howard
+  # §2.1: lighting after the manipulations), 'inception_tf' leaves 100/255 + delta, clipped.
+  x = np.full((300, 400, 3), 100, np.uint8)
+  out = transforms.Transform(augment, 224, 256, MEAN, STD)(x, np.random.default_rng(4))
+  rng = np.random.default_rng(4)  # replay the draws: the box, ...
+  if augment == 'googlenet':
+    transforms.random_resized_box(400, 300, rng)
+    rng.permutation(3)
+    brightness = rng.uniform(0.5, 1.5, size=3)[1]  # ... the order and factors, flip, alpha
+    rng.random()
+    alpha = rng.normal(0, 0.1, 3).astype(np.float32)
+    shift = transforms.PCA_EIGVEC @ (alpha * transforms.PCA_EIGVAL)
+    expected = np.floor(100 * brightness) / 255 + shift
+  else:
+    transforms.distorted_bounding_box(400, 300, rng)
+    rng.random()
+    expected = np.clip(100 / 255 + rng.uniform(-32 / 255, 32 / 255), 0, 1) * np.ones(3)
+  np.testing.assert_allclose(out * STD + MEAN, np.broadcast_to(expected, out.shape), atol=1e-5)
+
+
+_TF_SCRIPT = r'''
+import sys
+import numpy as np
+import tensorflow as tf
+tf.random.set_seed(0)
+x = np.load(sys.argv[1])
+out = {}
+for i, (delta, factor) in enumerate([(-32 / 255, 0.5), (0.1, 1.37), (0.0, 1.5), (0.12, 0.81)]):
+  b = tf.image.adjust_brightness(x, delta)
+  out[f'brightness{i}'] = b.numpy()
+  out[f'saturation{i}'] = tf.image.adjust_saturation(b, factor).numpy()
+whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+for h, w in [(375, 500), (40, 1000), (3, 5)]:
+  boxes = []
+  for _ in range(1500):
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        [h, w, 3], whole, min_object_covered=0.1, aspect_ratio_range=(0.75, 1.33),
+        area_range=(0.05, 1.0), max_attempts=100, use_image_if_no_bounding_boxes=True)
+    boxes.append([begin[1], begin[0], begin[1] + size[1], begin[0] + size[0]])
+  out[f'boxes{w}x{h}'] = np.array(boxes)
+np.savez(sys.argv[2], **out)
+'''
+
+
+@pytest.fixture(scope='module')
+def tf_reference(tmp_path_factory):
+  """TensorFlow's own outputs, computed in a subprocess (TF and torch in one process crash)."""
+  import importlib.util
+  import os
+  import subprocess
+  import sys
+  if importlib.util.find_spec('tensorflow') is None:
+    pytest.skip('tensorflow is not installed')
+  d = tmp_path_factory.mktemp('tf')
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 1, (16, 16, 3)).astype(np.float32)
+  x[0, :4] = [(0.5, 0.5, 0.5), (0, 0, 0), (1, 1, 1), (1, 0, 0)]  # grey, black, white, pure red
+  np.save(d / 'x.npy', x)
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='3')
+  subprocess.run([sys.executable, '-c', _TF_SCRIPT, str(d / 'x.npy'), str(d / 'tf.npz')],
+                 check=True, timeout=600, env=env, capture_output=True)
+  return x, dict(np.load(d / 'tf.npz'))
+
+
+def test_colour_ops_match_tensorflow(tf_reference):
+  x, ref = tf_reference
+  for i, (delta, factor) in enumerate([(-32 / 255, 0.5), (0.1, 1.37), (0.0, 1.5), (0.12, 0.81)]):
+    b = transforms.adjust_brightness(x, delta)  # values outside [0, 1] too, as in distort_color
+    np.testing.assert_allclose(b, ref[f'brightness{i}'], atol=1e-6)
+    np.testing.assert_allclose(transforms.adjust_saturation(b, factor), ref[f'saturation{i}'],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('w,h', [(500, 375), (1000, 40), (5, 3)])
+def test_distorted_bounding_box_matches_tensorflows_distribution(tf_reference, w, h):
+  """Same distribution as tf.image.sample_distorted_bounding_box (TF-slim's arguments): the share
+  of whole-image fallbacks, the area and aspect-ratio quantiles, the position of the centre."""
+  def stats(boxes):
+    b = np.asarray(boxes, np.float64)
+    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    whole = np.mean((bw == w) & (bh == h))
+    area, aspect = bw * bh / (w * h), bw / bh
+    return np.concatenate([[whole], np.quantile(area, [0.1, 0.5, 0.9]),
+                           np.quantile(aspect, [0.1, 0.5, 0.9]),
+                           [((b[:, 0] + b[:, 2]) / 2 / w).mean(), ((b[:, 1] + b[:, 3]) / 2 / h).mean()]])
+  rng = np.random.default_rng(0)
+  ours = stats([transforms.distorted_bounding_box(w, h, rng) for _ in range(3000)])
+  theirs = stats(tf_reference[1][f'boxes{w}x{h}'])
+  # 1500 TF draws: sampling error of a share or quantile of ~0.015; aspect ratios ~1 wide.
+  np.testing.assert_allclose(ours, theirs, atol=0.05)
+  for box in (transforms.distorted_bounding_box(w, h, rng) for _ in range(200)):
+    l, t, r, b = box
+    assert 0 <= l < r <= w and 0 <= t < b <= h and (r - l) * (b - t) >= 0.1 * w * h

@@ -1,20 +1,55 @@
-"""Image transforms as the papers define them: decode, crop, resize, (flip, lighting), normalise.
+"""Image transforms as the papers define them: decode, crop, resize, (flip, colour), normalise.
 
 Every transform maps an encoded image (bytes) or a uint8 array (H, W, C), C in {1, 3}, to a float32
 (size, size, 3) array normalised as `(x / 255 - mean) / std`. Sizes scale with the crop: `size` is the
 network input and `resize = round(size / crop_fraction)` the short side the papers rescale to (256 for
 224 crops), so the papers' numbers hold exactly at 224 and scale proportionally elsewhere (digits at
-32 px, say). Gray (digits, Fashion-MNIST, grayscale JPEGs), CMYK, palette and PNG images all decode to RGB.
+32 px, say). Gray (digits, Fashion-MNIST, grayscale JPEGs), CMYK, palette, RGBA and PNG images all
+decode to RGB; 16-bit PNGs keep their high byte (v >> 8), as PIL reads 16-bit colour PNGs.
+
+Train augmentations (`AUGMENTATIONS`), each then flipped horizontally with probability 1/2:
+- 'alexnet' (Krizhevsky et al. 2012 §2, §4.1): short side to `resize`, the central resize x resize
+  square, a random `size` crop of it; PCA lighting noise.
+- 'vgg' (Simonyan & Zisserman 2015 §3.1): short side S uniform in [resize, 2 resize] ([256, 512]), a
+  random crop of the whole image; PCA lighting noise.
+- 'resnet' (He et al. 2016 §3.4): as 'vgg' with S in [256, 480] (scaled); PCA lighting noise.
+- 'inception' (Szegedy et al. 2015 §6): a patch of 8-100 % of the area, aspect 3/4-4/3.
+- 'googlenet' (Szegedy et al. 2015 §6): the 'inception' patch, then "the photometric distortions of
+  Andrew Howard" (Howard 2013 §2.1): contrast, brightness and colour (PIL's ImageEnhance, the library
+  Howard names) in a random order, each with an enhancement factor uniform in [0.5, 1.5] (1 leaves
+  the image unchanged); then AlexNet's PCA lighting noise, as Howard adds after them.
+- 'inception_tf' (TF-slim `inception_preprocessing.preprocess_for_train`, the Inception v3/v4
+  training input, with its default fast_mode=True): `tf.image.sample_distorted_bounding_box` over the
+  whole image (area [0.05, 1], aspect [0.75, 1.33], min_object_covered 0.1, 100 attempts, else the
+  whole image); then `distort_color` in fast mode: brightness + delta, delta uniform in
+  [-32/255, 32/255], then saturation x factor uniform in [0.5, 1.5] in HSV
+  (tf.image.adjust_brightness / adjust_saturation; fast mode skips hue and contrast), clipped to
+  [0, 1]; then the model's normalisation (TF-slim's own is 2x - 1). The crop is resampled as the other
+  train crops (`antialias`), not with TF's resize_bilinear.
+- 'none': the eval transform.
+
+Eval geometry (`EVAL_GEOMETRIES`; the registry's ModelInfo.eval_geometry chooses):
+- 'torchvision': torchvision's `Resize(resize)` (short side to `resize`, long side truncated to
+  `int(resize * long / short)`, PIL's antialiased bilinear) + `CenterCrop(size)` (whole-pixel offsets
+  `round((H' - size) / 2)`, `round((W' - size) / 2)`): the pixels torchvision-derived weights were
+  evaluated on; 10-crop is torchvision's TenCrop(size) of the CenterCrop(resize)
+  square. The image is decoded at full resolution, as torchvision's loader does.
+- 'exact': the papers' protocol: the centre `size` square of the image rescaled to short side
+  `resize` at its exact sub-pixel position; 10-crop (AlexNet §4.1): the four corners and the centre
+  of the central resize x resize square, and their horizontal reflections.
 
 Speed: a transform first computes its crop box in the coordinates of the stored image, then decodes
 (JPEGs with libjpeg-turbo through simplejpeg: the same pixels as PIL, about 1.5x faster) at a reduced
-DCT scale (1/2, 1/4 or 1/8) as far as the box keeps at least the output's resolution, and resamples
-the box to the output size in one step:
-- eval (and train with `antialias=True`): PIL's antialiased bilinear on the exact, sub-pixel box, as
-  torchvision's Resize(antialias=True) + CenterCrop;
+DCT scale (1/2, 1/4 or 1/8) as far as the box keeps at least the output's resolution (train and
+'exact' eval only: it changes pixels by a few grey levels), and resamples the box to the output size
+in one step:
+- eval (and train with `antialias=True`): PIL's antialiased bilinear on the exact, sub-pixel box
+  ('torchvision' resizes the whole image, then crops, as torchvision does: its very pixels; for
+  aspect ratios beyond 16:1 it resamples only the crop's box, within a grey level or two);
 - train by default: OpenCV's plain bilinear on the box rounded to whole pixels, as TensorFlow's and
   DALI's ImageNet pipelines resize (no antialiasing); 7x faster than PIL's filter, which on 2 cores
   is the difference between ~300 and ~450 train images/s per core (benchmarks/input_pipeline.py).
+Boxes are clamped to the image, so that rounding at its edges never leaves it (any size decodes).
 """
 
 from __future__ import annotations
@@ -26,6 +61,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 from PIL import Image
+from PIL import ImageEnhance
 import simplejpeg
 
 # The loader's parallelism is grain's worker processes (and its read threads): OpenCV's own thread
@@ -42,7 +78,14 @@ PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                        [-0.5836, -0.6948, 0.4203]], np.float32)
 LIGHTING_STD = 0.1  # sigma of the alpha_i ~ N(0, 0.1), AlexNet §4.1
 
-AUGMENTATIONS = ('alexnet', 'vgg', 'inception', 'resnet', 'none')
+AUGMENTATIONS = ('alexnet', 'vgg', 'inception', 'googlenet', 'inception_tf', 'resnet', 'none')
+EVAL_GEOMETRIES = ('torchvision', 'exact')
+# 'torchvision' eval resizes the whole image, unless that is over PANORAMA_AREA times resize^2 (a
+# 3x2000 image would become 256x170666): then it resamples only the crop.
+PANORAMA_AREA = 16
+PHOTOMETRIC_RANGE = (0.5, 1.5)  # Howard 2013 §2.1: enhancement factors
+TF_BRIGHTNESS_DELTA = 32 / 255  # TF-slim distort_color: random_brightness max_delta
+TF_SATURATION_RANGE = (0.5, 1.5)  # TF-slim distort_color: random_saturation lower, upper
 
 
 class CorruptImageError(ValueError):
@@ -52,13 +95,16 @@ class CorruptImageError(ValueError):
 Box = tuple[float, float, float, float]  # (left, upper, right, lower) in stored-image pixels
 
 
-def _dct_scale(w: int, h: int, box: Box, out: int) -> int:
-  """The largest k in (8, 4, 2, 1) such that the image decoded at 1/k has >= `out` pixels across the box."""
+def _dct_scale(w: int, h: int, box: Box, out: int | None) -> int:
+  """The largest k in (8, 4, 2, 1) such that the image decoded at 1/k has >= `out` pixels across the
+  box; 1 (full resolution) for `out=None`."""
+  if out is None:
+    return 1
   bw, bh = box[2] - box[0], box[3] - box[1]
   return next((k for k in (8, 4, 2) if bw / k >= out and bh / k >= out), 1)
 
 
-def _decode_pil(data, box_of: Callable[[int, int], Box], out: int) -> tuple[np.ndarray, Box]:
+def _decode_pil(data, box_of: Callable[[int, int], Box], out: int | None) -> tuple[np.ndarray, Box]:
   """`decode` with PIL, for what simplejpeg does not read: PNG, GIF, ... and JPEGs that libjpeg-turbo's
   strict mode rejects (PIL decodes them if it can, or raises the error that names the record)."""
   img = Image.open(io.BytesIO(data))
@@ -70,15 +116,17 @@ def _decode_pil(data, box_of: Callable[[int, int], Box], out: int) -> tuple[np.n
     if drafted:  # decoded at 1/k: the returned box (0, 0, w/k, h/k) gives k exactly
       f = drafted[1][2] / w
       box = tuple(v * f for v in box)
-  if img.mode not in ('RGB', 'L'):  # CMYK, palette, RGBA, 16-bit ... -> RGB
+  if img.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):  # 16-bit gray: the high byte, as PIL
+    return (np.asarray(img).clip(0, 65535) >> 8).astype(np.uint8), box  # reads 16-bit colour PNGs
+  if img.mode not in ('RGB', 'L'):  # CMYK, palette, RGBA, ... -> RGB
     img = img.convert('RGB')
   return np.asarray(img), box
 
 
-def decode(data, box_of: Callable[[int, int], Box], out: int) -> tuple[np.ndarray, Box]:
+def decode(data, box_of: Callable[[int, int], Box], out: int | None) -> tuple[np.ndarray, Box]:
   """The pixels of an encoded image or uint8 array, (H, W, 3) RGB or (H, W) gray, and the box
   `box_of(width, height)` of the stored image in them, decoded at the smallest DCT scale that keeps
-  `out` pixels across the box (JPEG only)."""
+  `out` pixels across the box (JPEG only; `out=None`: full resolution)."""
   if isinstance(data, np.ndarray):
     pixels = data[..., 0] if data.shape[-1] == 1 else data
     return pixels, box_of(pixels.shape[1], pixels.shape[0])
@@ -98,18 +146,33 @@ def decode(data, box_of: Callable[[int, int], Box], out: int) -> tuple[np.ndarra
 
 def resample(pixels: np.ndarray, box: Box, out: int, antialias: bool) -> np.ndarray:
   """`box` of `pixels` resized to uint8 RGB (out, out, 3): PIL's antialiased bilinear on the exact box,
-  or OpenCV's plain bilinear on the box rounded to whole pixels."""
+  or OpenCV's plain bilinear on the box rounded to whole pixels (at least one). The box is first
+  clamped to the image: float rounding puts box edges on the image's edges a hair outside it."""
+  h, w = pixels.shape[:2]
+  x0, y0 = min(max(box[0], 0), w), min(max(box[1], 0), h)
+  box = (x0, y0, min(max(box[2], x0), w), min(max(box[3], y0), h))
   if antialias:
     res = np.asarray(Image.fromarray(pixels).resize((out, out), Image.Resampling.BILINEAR, box=box))
   else:
-    x0, y0 = round(box[0]), round(box[1])
+    x0, y0 = min(round(box[0]), w - 1), min(round(box[1]), h - 1)
     x1, y1 = max(round(box[2]), x0 + 1), max(round(box[3]), y0 + 1)
     res = cv2.resize(pixels[y0:y1, x0:x1], (out, out), interpolation=cv2.INTER_LINEAR)
   return np.stack([res] * 3, axis=-1) if res.ndim == 2 else res
 
 
-def centre_crop(data, resize: float, size: int) -> np.ndarray:
-  """uint8 (size, size, 3): the short side resized to `resize`, the centre `size` square (eval)."""
+def centre_crop(data, resize: float, size: int, geometry: str = 'exact') -> np.ndarray:
+  """uint8 (size, size, 3): the short side resized to `resize`, the centre `size` square (eval), in
+  the eval `geometry` (module docstring)."""
+  if geometry == 'torchvision':  # as torchvision: full decode, resize the whole image, crop
+    pixels, _ = decode(data, lambda w, h: (0, 0, w, h), None)
+    h, w = pixels.shape[:2]
+    (nw, nh), (left, top) = torchvision_resize_crop(w, h, resize, size)
+    if nw * nh > PANORAMA_AREA * resize * resize:  # resample only the crop's box: the same pixels
+      box = (left * w / nw, top * h / nh, (left + size) * w / nw, (top + size) * h / nh)  # up to
+      return resample(pixels, box, size, antialias=True)  # float rounding (a grey level or two)
+    res = np.asarray(Image.fromarray(pixels).resize((nw, nh), Image.Resampling.BILINEAR))
+    res = res[top:top + size, left:left + size]
+    return np.stack([res] * 3, axis=-1) if res.ndim == 2 else res
   pixels, box = decode(data, lambda w, h: centre_box(w, h, resize, size), size)
   return resample(pixels, box, size, antialias=True)
 
@@ -121,9 +184,18 @@ def short_side_box(w: int, h: int, resize: float, size: int, x: float, y: float)
 
 
 def centre_box(w: int, h: int, resize: float, size: int) -> Box:
-  """Eval: resize the short side to `resize`, centre crop `size` (torchvision Resize + CenterCrop)."""
+  """'exact' eval: the `size` square at the exact centre of the image rescaled to short side `resize`."""
   s = resize / min(w, h)
   return short_side_box(w, h, resize, size, (w * s - size) / 2, (h * s - size) / 2)
+
+
+def torchvision_resize_crop(w: int, h: int, resize: int, size: int):
+  """'torchvision' eval: ((W', H'), (left, top)): torchvision's Resize(resize) output size (short
+  side `resize`, long side `int(resize * long / short)`, truncated) and its CenterCrop(size) offsets
+  in whole pixels, `round((W' - size) / 2)` and `round((H' - size) / 2)` (Python's round)."""
+  new_long = int(resize * max(w, h) / min(w, h))
+  nw, nh = (resize, new_long) if w <= h else (new_long, resize)
+  return (nw, nh), (round((nw - size) / 2), round((nh - size) / 2))
 
 
 def alexnet_box(w, h, resize, size, rng) -> Box:
@@ -162,6 +234,75 @@ def random_resized_box(w, h, rng, area=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Box
   return ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
 
 
+def distorted_bounding_box(w, h, rng, area=(0.05, 1.0), ratio=(0.75, 1.33), min_covered=0.1,
+                           attempts=100) -> Box:
+  """TF-slim Inception training crop: `tf.image.sample_distorted_bounding_box` with the whole image
+  as the object (its CPU kernel's sampling: aspect r uniform in `ratio`, the height uniform in whole
+  pixels between those of the smallest and largest `area`, width round(r * height), offsets uniform;
+  a crop must cover `min_covered` of the image), else after `attempts` tries the whole image."""
+  lo, hi = area[0] * w * h, area[1] * w * h
+  for _ in range(attempts):
+    r = rng.uniform(*ratio)
+    ch, max_h = round(math.sqrt(lo / r)), round(math.sqrt(hi / r))
+    if round(max_h * r) > w:  # the tallest crop whose width still fits
+      max_h = int((w + 0.5 - 1e-7) / r)
+      max_h -= round(max_h * r) > w
+    max_h = min(max_h, h)
+    ch = min(ch, max_h)
+    ch += int(rng.integers(0, max_h - ch, endpoint=True))
+    cw = round(ch * r)
+    if cw * ch < lo:  # rounding: one pixel taller, or shorter, before giving up this try
+      ch += 1
+      cw = round(ch * r)
+    if cw * ch > hi:
+      ch -= 1
+      cw = round(ch * r)
+    if not (lo <= cw * ch <= hi and 0 < cw <= w and 0 < ch <= h and cw * ch >= min_covered * w * h):
+      continue
+    y = int(rng.integers(0, h - ch)) if ch < h else 0  # TF: uniform in [0, h - ch)
+    x = int(rng.integers(0, w - cw)) if cw < w else 0
+    return (x, y, x + cw, y + ch)
+  return (0, 0, w, h)
+
+
+def photometric_distortions(img: np.ndarray, rng) -> np.ndarray:
+  """Howard 2013 §2.1 (GoogLeNet §6): contrast, brightness and colour with PIL's ImageEnhance, in a
+  random order, each with an enhancement factor uniform in [0.5, 1.5]; uint8 in, uint8 out."""
+  order = rng.permutation(3)
+  factors = rng.uniform(*PHOTOMETRIC_RANGE, size=3)
+  enhancers = (ImageEnhance.Contrast, ImageEnhance.Brightness, ImageEnhance.Color)
+  pil = Image.fromarray(img)
+  for i in order:
+    pil = enhancers[i](pil).enhance(factors[i])
+  return np.asarray(pil)
+
+
+def adjust_brightness(x: np.ndarray, delta: float) -> np.ndarray:
+  """tf.image.adjust_brightness of a float image: x + delta."""
+  return x + np.float32(delta)
+
+
+def adjust_saturation(x: np.ndarray, factor: float) -> np.ndarray:
+  """tf.image.adjust_saturation of a float RGB image: in HSV, S -> clip(S * factor, 0, 1), H and V
+  kept. With H and V fixed every channel c is linear in S, c = V - (V - c) * S' / S, so this is that
+  without the HSV round trip (S = (V - min) / V for V > 0; for V <= 0 TF sets S = 0: all channels V)."""
+  r, g, b = x[..., 0], x[..., 1], x[..., 2]  # (numpy reduces slowly over a last axis of 3)
+  v = np.maximum(np.maximum(r, g), b)
+  spread = v - np.minimum(np.minimum(r, g), b)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    ratio = np.where(v > 0, np.minimum(np.float32(factor), v / spread), 0)  # S'/S = min(f, 1/S)
+  v, ratio = (np.repeat(z[..., None], 3, axis=-1) for z in (v, ratio))
+  return (v - (v - x) * ratio).astype(np.float32)
+
+
+def distort_color_fast(x: np.ndarray, rng) -> np.ndarray:
+  """TF-slim `distort_color(fast_mode=True)`, colour ordering 0: random brightness, then random
+  saturation, clipped to [0, 1] (x float on the [0, 1] scale)."""
+  x = adjust_brightness(x, rng.uniform(-TF_BRIGHTNESS_DELTA, TF_BRIGHTNESS_DELTA))
+  x = adjust_saturation(x, rng.uniform(*TF_SATURATION_RANGE))
+  return np.clip(x, 0, 1)
+
+
 def lighting_shift(rng) -> np.ndarray:
   """AlexNet §4.1 PCA colour noise: the RGB shift sum_i p_i alpha_i lambda_i, alpha_i ~ N(0, 0.1),
   added to every pixel (on the [0, 1] scale), redrawn for every image."""
@@ -170,18 +311,21 @@ def lighting_shift(rng) -> np.ndarray:
 
 
 class Transform:
-  """Decode, crop, resize, (flip, lighting), normalise: the train or eval transform of one recipe.
+  """Decode, crop, resize, (flip, colour), normalise: the train or eval transform of one recipe.
 
   `__call__(data, rng)` returns float32 (size, size, 3); `ten_crop(data)` returns (10, size, size, 3):
-  the four corners and the centre of the central resize x resize square (AlexNet §4.1 "test time"),
-  then the same five flipped horizontally. `antialias` chooses the train transforms' resampling (see
-  the module docstring); eval always resamples with antialiasing.
+  the four corners and the centre of the central resize x resize square, then their horizontal
+  reflections (AlexNet §4.1 "test time"; for 'torchvision', in TenCrop's order: the five crops of the
+  flipped square). `antialias` chooses the train transforms' resampling (see the module docstring);
+  eval always resamples with antialiasing, in `eval_geometry` ('torchvision' or 'exact').
   """
 
   def __init__(self, augment: str | None, size: int, resize: int, mean: Sequence[float],
                std: Sequence[float], antialias: bool = False, eval_geometry: str = 'exact'):
     if augment is not None and augment not in AUGMENTATIONS:
       raise ValueError(f'unknown augment {augment!r}; choose one of {AUGMENTATIONS}')
+    if eval_geometry not in EVAL_GEOMETRIES:
+      raise ValueError(f'unknown eval_geometry {eval_geometry!r}; choose one of {EVAL_GEOMETRIES}')
     if resize < size:
       raise ValueError(f'resize {resize} < crop {size}: crop_fraction must be <= 1')
     self.augment = None if augment == 'none' else augment
@@ -195,36 +339,53 @@ class Transform:
 
   def _box(self, w: int, h: int, rng) -> Box:
     size, resize, a = self.size, self.resize, self.augment
-    if a is None:
-      return centre_box(w, h, resize, size)
     if a == 'alexnet':
       return alexnet_box(w, h, resize, size, rng)
     if a == 'vgg':  # S in [256, 512] at 224
       return scale_jitter_box(w, h, resize, 2 * resize, size, rng)
     if a == 'resnet':  # S in [256, 480] at 224
       return scale_jitter_box(w, h, resize, round(resize * 480 / 256), size, rng)
-    return random_resized_box(w, h, rng)
+    if a == 'inception_tf':
+      return distorted_bounding_box(w, h, rng)
+    return random_resized_box(w, h, rng)  # 'inception', 'googlenet'
 
   def __call__(self, data, rng: np.random.Generator | None = None) -> np.ndarray:
+    a = self.augment
+    if a is None:
+      return self._normalise(centre_crop(data, self.resize, self.size, self.eval_geometry))
     pixels, box = decode(data, lambda w, h: self._box(w, h, rng), self.size)
     img = resample(pixels, box, self.size, self.antialias)
-    if self.augment is not None and rng.random() < 0.5:
+    if a == 'googlenet':
+      img = photometric_distortions(img, rng)
+    if rng.random() < 0.5:
       img = img[:, ::-1]
+    if a == 'inception_tf':
+      x = distort_color_fast(np.multiply(img, np.float32(1 / 255), dtype=np.float32), rng)
+      return np.multiply(x, self.scale * 255, dtype=np.float32) + self.offset
     offset = self.offset
-    if self.augment in ('alexnet', 'vgg', 'resnet'):  # VGG §3.1 and ResNet §3.4 reuse AlexNet's
+    if a in ('alexnet', 'vgg', 'resnet', 'googlenet'):  # VGG §3.1, ResNet §3.4, Howard §2.1 reuse it
       offset = offset + np.tile(lighting_shift(rng) / self.std, (self.size, self.size, 1))
     return np.multiply(img, self.scale, dtype=np.float32) + offset
+
+  def _normalise(self, img: np.ndarray) -> np.ndarray:
+    return np.multiply(img, self.scale[:1, :1], dtype=np.float32) + self.offset[:1, :1]
 
   def ten_crop(self, data) -> np.ndarray:
     r, size = self.resize, self.size
     # Normalise the resize x resize square once, then copy the views out of it.
-    square = np.multiply(centre_crop(data, r, r), self.scale[:1, :1], dtype=np.float32)
-    square += self.offset[:1, :1]
-    e, c = r - size, (r - size) // 2
+    square = self._normalise(centre_crop(data, r, r, self.eval_geometry))
+    e = r - size
+    centre = round(e / 2) if self.eval_geometry == 'torchvision' else e // 2
+    offsets = ((0, 0), (e, 0), (0, e), (e, e), (centre, centre))  # TenCrop's tl, tr, bl, br, centre
     views = np.empty((10, size, size, 3), np.float32)
-    for i, (x, y) in enumerate(((0, 0), (e, 0), (0, e), (e, e), (c, c))):
+    for i, (x, y) in enumerate(offsets):
       views[i] = square[y:y + size, x:x + size]
-      views[i + 5] = views[i, :, ::-1]
+    if self.eval_geometry == 'torchvision':  # TenCrop: the five crops of the flipped square
+      flipped = square[:, ::-1]
+      for i, (x, y) in enumerate(offsets):
+        views[i + 5] = flipped[y:y + size, x:x + size]
+    else:  # AlexNet §4.1: the five patches' reflections
+      views[5:] = views[:5, :, ::-1]
     return views
 
 
