@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test models
+.PHONY: setup quickstart test models kernels
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -10,7 +10,21 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed kernels
+
+# oneDNN convolutions for CPU (cnn_jax/kernels): compiled against the onednn wheels that
+# requirements.txt installs into $(VENV) and jaxlib's XLA FFI headers. If it cannot be built, every
+# convolution stays XLA's (and tests/test_kernels.py skips).
+KERNELS := cnn_jax/kernels/libonednn_conv.so
+VENV_DIR = $(abspath $(VENV))
+kernels: $(VENV)/.installed
+	@$(MAKE) --no-print-directory $(KERNELS) || echo "make kernels: could not build $(KERNELS)" \
+	  "(needs g++ and the onednn wheels of requirements.txt, x86-64 Linux); convolutions stay XLA's."
+
+$(KERNELS): cnn_jax/kernels/onednn_conv.cc $(VENV)/.installed
+	g++ -O3 -std=c++17 -shared -fPIC -fopenmp -Wall -o $@ $< \
+	  -isystem "$$($(PY) -c 'import jax; print(jax.ffi.include_dir())')" -isystem $(VENV_DIR)/include \
+	  -L$(VENV_DIR)/lib -ldnnl -Wl,-rpath,$(VENV_DIR)/lib
 
 models: setup
 	$(PY) -m cnn_jax.models
