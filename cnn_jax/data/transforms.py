@@ -352,28 +352,28 @@ class Transform:
   def __call__(self, data, rng: np.random.Generator | None = None) -> np.ndarray:
     a = self.augment
     if a is None:
-      return self._normalise(centre_crop(data, self.resize, self.size, self.eval_geometry))
-    pixels, box = decode(data, lambda w, h: self._box(w, h, rng), self.size)
-    img = resample(pixels, box, self.size, self.antialias)
-    if a == 'googlenet':
-      img = photometric_distortions(img, rng)
-    if rng.random() < 0.5:
-      img = img[:, ::-1]
-    if a == 'inception_tf':
-      x = distort_color_fast(np.multiply(img, np.float32(1 / 255), dtype=np.float32), rng)
-      return np.multiply(x, self.scale * 255, dtype=np.float32) + self.offset
+      img = centre_crop(data, self.resize, self.size, self.eval_geometry)
+    else:
+      pixels, box = decode(data, lambda w, h: self._box(w, h, rng), self.size)
+      img = resample(pixels, box, self.size, self.antialias)
+      if a == 'googlenet':
+        img = photometric_distortions(img, rng)
+      if rng.random() < 0.5:
+        img = img[:, ::-1]
+      if a == 'inception_tf':
+        x = distort_color_fast(np.multiply(img, np.float32(1 / 255), dtype=np.float32), rng)
+        return np.multiply(x, self.scale * 255, dtype=np.float32) + self.offset
     offset = self.offset
     if a in ('alexnet', 'vgg', 'resnet', 'googlenet'):  # VGG §3.1, ResNet §3.4, Howard §2.1 reuse it
       offset = offset + np.tile(lighting_shift(rng) / self.std, (self.size, self.size, 1))
     return np.multiply(img, self.scale, dtype=np.float32) + offset
 
-  def _normalise(self, img: np.ndarray) -> np.ndarray:
-    return np.multiply(img, self.scale[:1, :1], dtype=np.float32) + self.offset[:1, :1]
-
   def ten_crop(self, data) -> np.ndarray:
     r, size = self.resize, self.size
     # Normalise the resize x resize square once, then copy the views out of it.
-    square = self._normalise(centre_crop(data, r, r, self.eval_geometry))
+    square = np.multiply(centre_crop(data, r, r, self.eval_geometry), self.scale[:1, :1],
+                         dtype=np.float32)
+    square += self.offset[:1, :1]
     e = r - size
     centre = round(e / 2) if self.eval_geometry == 'torchvision' else e // 2
     offsets = ((0, 0), (e, 0), (0, e), (e, e), (centre, centre))  # TenCrop's tl, tr, bl, br, centre
