@@ -130,8 +130,10 @@ def test_draft_decoding_close_to_full_decode():
   t = transforms.Transform(None, 224, 256, MEAN, STD)
   img = Image.open(io.BytesIO(big))
   img.load()  # decoded fully: no draft possible any more
+  # The exact centre box by hand: x 256/1500 makes 2000x1500 341.33x256; the 224 square at
+  # x 58.67..282.67, y 16..240 is x 343.75..1656.25, y 93.75..1406.25 of the stored image.
   full = np.asarray(img.resize((224, 224), Image.Resampling.BILINEAR,
-                               box=transforms.centre_box(2000, 1500, 256, 224)))
+                               box=(343.75, 93.75, 1656.25, 1406.25)))
   fast = t(big)
   assert np.abs((fast * np.array(STD) + MEAN) * 255 - full).mean() < 2  # gray levels
 
