@@ -88,11 +88,18 @@ def complete_steps(manager: ocp.CheckpointManager) -> list[int]:
   return steps
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+  """`error` and the exceptions it was raised from, outermost first."""
+  chain = [error]
+  while (chain[-1].__cause__ or chain[-1].__context__) is not None:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  return chain
+
+
 def root_cause(error: BaseException) -> str:
   """`Type: message` of the innermost exception `error` was raised from (Orbax and TensorStore wrap
   the read error of a file in several layers), on one line."""
-  while (error.__cause__ or error.__context__) is not None:
-    error = error.__cause__ or error.__context__
+  error = _chain(error)[-1]
   return f'{type(error).__name__}: {errors.message(error)}'
 
 
@@ -102,7 +109,7 @@ def restore_newest(steps: Sequence[int], restore_fn: Callable[[int], T],
 
   A step whose restore raises (a truncated or missing file, a corrupted tree) is logged as damaged
   and the previous one is tried; nothing is deleted. IncompatibleCheckpointError is raised at
-  once: it is the config that does not fit, not the checkpoint. When none reads,
+  once (the config does not fit, not the checkpoint), and so are device errors. When none reads,
   DamagedCheckpointError names each step and its error.
   """
   damaged = []
@@ -112,6 +119,8 @@ def restore_newest(steps: Sequence[int], restore_fn: Callable[[int], T],
     except IncompatibleCheckpointError:
       raise
     except Exception as e:  # pylint: disable=broad-except
+      if any(isinstance(x, (MemoryError, jax.errors.JaxRuntimeError)) for x in _chain(e)):
+        raise  # out of (device) memory: the checkpoint may well be fine
       cause = root_cause(e)
       logging.warning('checkpoint step %d in %s is damaged and cannot be read (%s)', step, where,
                       cause)

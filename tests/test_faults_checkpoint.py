@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -24,22 +26,24 @@ from cnn_jax import checkpoint, metrics, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = 'configs/quickstart.py:runlocal'  # resnet_tiny, SGD with momentum, warmup_cosine
-TIMEOUT = 120  # seconds; these runs take 5-30 s on 2 CPU cores
+# Seconds. A save that used to hang fails within 10 s now (before compiling); the runs that train
+# take 10-30 s alone on 2 CPU cores, longer on a busy machine.
+HANG_TIMEOUT, RUN_TIMEOUT = 120, 600
 
 
-def _run(args, cache, prefix=()):
+def _run(args, cache, prefix=(), timeout=RUN_TIMEOUT):
   """A command-line tool of this repository in a subprocess: (exit code, stdout + stderr)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   proc = subprocess.run([*prefix, sys.executable, *args, f'--compilation_cache={cache}'], cwd=REPO,
                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                        timeout=TIMEOUT, check=False)
+                        timeout=timeout, check=False)
   return proc.returncode, proc.stdout
 
 
-def _train(workdir, cache, *args, prefix=()):
+def _train(workdir, cache, *args, **kwargs):
   return _run(['train.py', f'--config={CONFIG}', f'--workdir={workdir}',
                '--config.checkpoint_every_steps=2', '--config.eval_every_steps=2',
-               '--config.log_every_steps=1', '--config.keep_checkpoints=3', *args], cache, prefix)
+               '--config.log_every_steps=1', '--config.keep_checkpoints=3', *args], cache, **kwargs)
 
 
 def _config(*overrides):
@@ -103,7 +107,8 @@ def test_unwritable_checkpoints_directory_stops_at_once_with_path_and_cause(cach
   directory = tmp_path / 'run' / 'checkpoints'
   directory.mkdir(parents=True)
   directory.chmod(0o555)
-  rc, out = _train(tmp_path / 'run', cache, '--config.num_train_steps=2', prefix=prefix)
+  rc, out = _train(tmp_path / 'run', cache, '--config.num_train_steps=2', prefix=prefix,
+                   timeout=HANG_TIMEOUT)
   assert rc == 2, out[-3000:]  # cnn_jax.errors: a user error, one line
   assert f'error: cannot write checkpoints to {directory}: Permission denied' in out
 
@@ -143,7 +148,7 @@ def test_failed_save_raises_naming_step_path_and_cause(mode, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
   proc = subprocess.run([*prefix, sys.executable, '-c', _SAVE_SCRIPT, mode, str(tmp_path)],
                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True, timeout=TIMEOUT, check=False)
+                        text=True, timeout=HANG_TIMEOUT, check=False)
   out = proc.stdout
   directory = tmp_path / 'checkpoints'
   assert f'CheckpointSaveError: saving checkpoint step 1 to {directory} failed' in out, out[-3000:]
@@ -218,6 +223,23 @@ def test_resume_with_another_state_layout_names_the_field_and_the_ways_out(
   assert f'{workdir / "config.json"}' in text
   assert f'--config.init_weights={workdir / "checkpoints" / "6"}' in text
   assert (workdir / 'config.json').read_bytes() == saved_config
+
+
+def test_the_way_out_starts_a_new_run_from_the_refused_checkpoint(trained, tmp_path):
+  """--config.init_weights=<step directory> (the error's advice) starts an RMSProp run from the SGD
+  run's weights. Learning rate 0: every update is 0 x (something finite), so the weights after one
+  step are exactly the step-6 weights (the BatchNorm statistics do move, in train mode)."""
+  step6 = trained / 'checkpoints' / '6'
+  trainer.train_and_evaluate(_config(
+      '--config.optimizer.name=rmsprop', '--config.optimizer.lr=0', '--config.num_train_steps=1',
+      '--config.eval_every_steps=-1', '--config.checkpoint_every_steps=1',
+      f'--config.init_weights={step6}'), str(tmp_path / 'new'))
+  _, new, _ = checkpoint.load_state(tmp_path / 'new')
+  _, old, _ = checkpoint.load_state(trained, 6)
+  assert 'inner_state' in new['opt_state'] and new['step'] == 1  # the new run's own optimizer
+  flat_old = dict(jax.tree_util.tree_flatten_with_path(old['params'])[0])
+  for path, x in jax.tree_util.tree_flatten_with_path(new['params'])[0]:
+    np.testing.assert_array_equal(x, flat_old[path], err_msg=jax.tree_util.keystr(path))
 
 
 def test_refused_resume_of_another_model_leaves_config_json(trained, tmp_path):
