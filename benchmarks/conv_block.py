@@ -6,7 +6,8 @@ The block is four chained 3x3 stride-1 'SAME' convolutions (no bias, nothing bet
 batch x size x size x channels NHWC input, run forward and backward (gradients of every kernel and
 of the input, so each convolution runs forward, backward-data and backward-weights). GFLOP/s counts
 2 * N * H * W * C_in * C_out * 9 multiply-adds per convolution and pass, three passes. Each path is
-timed `repeats` times after a warm-up; the table reports the fastest (the machine may be shared).
+timed `repeats` times after a warm-up, the paths taking turns; the table reports the fastest
+wall time and the least CPU time of the process (steadier when the machine is shared).
 PyTorch runs `torch.nn.functional.conv2d` on channels-last tensors with autograd, with as many
 threads as the kernel uses. Prints a Markdown table for float32 and bfloat16.
 """
@@ -36,48 +37,53 @@ def block_flops(batch: int, size: int, channels: int) -> float:
   return 3 * _DEPTH * 2 * batch * size * size * channels * channels * 9
 
 
-def best_seconds(run, repeats: int) -> float:
-  """Fastest of `repeats` timed calls of `run` (after one untimed warm-up call)."""
-  run()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+def fastest(runs: dict, repeats: int) -> dict:
+  """Per run: the fastest wall time and the least process CPU time (all threads) of `repeats`
+  calls, interleaved so that every path sees the same machine load (after one warm-up call each).
+  On a shared machine the CPU time is the steadier measure of the work a path does."""
+  for run in runs.values():
     run()
-    times.append(time.perf_counter() - start)
-  return min(times)
+  best = {name: (float('inf'), float('inf')) for name in runs}
+  for _ in range(repeats):
+    for name, run in runs.items():
+      wall, cpu = time.perf_counter(), time.process_time()
+      run()
+      wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+      best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+  return best
 
 
-def time_jax(conv, x, kernels_, repeats: int) -> float:
-  """Seconds of one jitted forward + backward of the block with `conv`."""
+def jax_block(conv, x, kernels_):
+  """One jitted forward + backward of the block with `conv`, as a blocking call."""
   def loss(x, ws):
     for w in ws:
       x = conv(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return jnp.sum(x.astype(jnp.float32))
+    return jnp.sum(jnp.square(x.astype(jnp.float32))) / 2  # needs the last output too
 
   step = jax.jit(jax.grad(loss, argnums=(0, 1)))
-  return best_seconds(lambda: jax.block_until_ready(step(x, kernels_)), repeats)
+  return lambda: jax.block_until_ready(step(x, kernels_))
 
 
-def time_torch(x, kernels_, repeats: int, threads: int) -> float | None:
-  """Seconds of one eager forward + backward of the block in PyTorch (None without torch)."""
+def torch_block(x, kernels_, threads: int):
+  """One eager forward + backward of the block in PyTorch (None without torch)."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
   torch.set_num_threads(threads)
   dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
-  tx = torch.from_numpy(np.array(x, np.float32)).permute(0, 3, 1, 2).to(dtype)
-  tx = tx.contiguous(memory_format=torch.channels_last).requires_grad_()
-  tws = [torch.from_numpy(np.array(w, np.float32)).permute(3, 2, 0, 1).to(dtype)
-         .contiguous(memory_format=torch.channels_last).requires_grad_() for w in kernels_]
+  channels_last = lambda a, perm: (torch.from_numpy(np.array(a, np.float32)).permute(*perm).to(dtype)
+                                   .contiguous(memory_format=torch.channels_last).requires_grad_())
+  tx = channels_last(x, (0, 3, 1, 2))
+  tws = [channels_last(w, (3, 2, 0, 1)) for w in kernels_]
 
   def run():
     y = tx
     for w in tws:
       y = torch.nn.functional.conv2d(y, w, padding=1)
-    y.float().sum().backward()
+    (y.float().square().sum() / 2).backward()
 
-  return best_seconds(run, repeats)
+  return run
 
 
 def main(argv):
@@ -89,7 +95,7 @@ def main(argv):
   threads = kernels.threads()
   print(f'Block: {_DEPTH} x conv3x3, {batch}x{size}x{size}x{channels}, forward + backward '
         f'({flops / 1e9:.1f} GFLOP); {threads} thread(s); fastest of {repeats}.\n')
-  print('| dtype | XLA GFLOP/s | oneDNN kernel GFLOP/s | PyTorch GFLOP/s | kernel / XLA |')
+  print('| dtype | path | GFLOP/s (fastest) | GFLOP per CPU-second | speed vs XLA |')
   print('| --- | --- | --- | --- | --- |')
   keys = jax.random.split(jax.random.key(0), _DEPTH + 1)
   for name in _DTYPES.value:
@@ -97,12 +103,15 @@ def main(argv):
     x = jax.random.normal(keys[0], (batch, size, size, channels), dtype)
     ws = [(jax.random.normal(k, (3, 3, channels, channels)) / np.sqrt(9 * channels)).astype(dtype)
           for k in keys[1:]]
-    xla = time_jax(lax.conv_general_dilated, x, ws, repeats)
-    ours = time_jax(kernels.conv_general_dilated, x, ws, repeats) if kernels.supports(dtype) else None
-    torch_s = time_torch(x, ws, repeats, threads)
-    rate = lambda s: '-' if s is None else f'{flops / s / 1e9:.0f}'
-    ratio = '-' if ours is None else f'{xla / ours:.1f}x'
-    print(f'| {name} | {rate(xla)} | {rate(ours)} | {rate(torch_s)} | {ratio} |')
+    runs = {'XLA': jax_block(lax.conv_general_dilated, x, ws)}
+    if kernels.supports(dtype):
+      runs['oneDNN kernel'] = jax_block(kernels.conv_general_dilated, x, ws)
+    if (torch_run := torch_block(x, ws, threads)) is not None:
+      runs['PyTorch'] = torch_run
+    best = fastest(runs, repeats)
+    for path, (wall, cpu) in best.items():
+      print(f'| {name} | {path} | {flops / wall / 1e9:.0f} | {flops / cpu / 1e9:.0f} '
+            f'| {best["XLA"][0] / wall:.1f}x |')
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax import lax
 
 from cnn_jax import kernels
@@ -85,6 +86,21 @@ def test_bfloat16_matches_float32_once_rounded(case):
     assert a.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=2.0**-8,
                                atol=1e-5 * np.abs(b).max(), err_msg=name)
+
+
+def test_nnx_conv_takes_it_as_its_convolution():
+  """`nnx.Conv(..., conv_general_dilated=kernels.conv_general_dilated)` (how the models use it:
+  nnx passes `precision` and `out_sharding` too) gives nnx's default output and gradients."""
+  def layer(**kwargs):
+    return nnx.Conv(8, 16, (3, 3), strides=2, padding=((1, 1), (0, 1)), feature_group_count=2,
+                    rngs=nnx.Rngs(0), **kwargs)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 9, 8), np.float32))
+  loss = lambda model: jnp.sum(jnp.sin(model(x)))
+  ours, xla = layer(conv_general_dilated=kernels.conv_general_dilated), layer()
+  assert 'cnn_jax_onednn_conv_backward_weights' in jax.jit(nnx.grad(loss)).lower(ours).as_text()
+  np.testing.assert_allclose(ours(x), xla(x), rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(nnx.grad(loss)(ours)), jax.tree.leaves(nnx.grad(loss)(xla))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
 def test_cpu_lowering_calls_onednn_forward_and_backward():
