@@ -7,6 +7,10 @@ bfloat16 runs through oneDNN's forward, backward-data and backward-weights primi
 or exported for a GPU holds only XLA's convolution. Any other convolution (input dilation, batch
 groups, other layouts or dtypes), and every convolution when the library is not built
 (`make kernels`), is XLA's.
+
+Under a mesh (`jax.set_mesh`) each device convolves its share of the batch. Limits of the oneDNN
+path: first derivatives only (reverse mode, no `jax.jvp` or second derivatives), `vmap` loops over
+the mapped axis, and `jax.export` for CPU needs `DisabledSafetyCheck.custom_call` for its targets.
 """
 import ctypes
 import functools
@@ -58,7 +62,11 @@ def supports(dtype) -> bool:
 
 def threads() -> int:
   """oneDNN's threads per call: this process's cores shared by its CPU devices."""
-  return max(1, len(os.sched_getaffinity(0)) // jax.local_device_count('cpu'))
+  try:
+    devices = jax.local_device_count('cpu')
+  except RuntimeError:  # no CPU backend (e.g. JAX_PLATFORMS=cuda): nothing runs this path
+    devices = 1
+  return max(1, len(os.sched_getaffinity(0)) // devices)
 
 
 class _Spec(NamedTuple):
