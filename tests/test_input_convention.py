@@ -128,7 +128,7 @@ def activations():
   ('registered') and with torchvision's ('torchvision'): conv1 after ReLU, after LRN, the input
   and output of conv2 (before its ReLU) and fc6 before its ReLU. fc6/fc7 are 256 wide instead of
   4096 (fc6 keeps its 9216 inputs, so each unit is distributed as in the full network)."""
-  model = models.create('alexnet2012', 10, seed=0, fc_features=256)
+  model = nnx.jit(lambda: models.create('alexnet2012', 10, seed=0, fc_features=256))()  # 2x faster
   photos = [load_sample_image('china.jpg'), load_sample_image('flower.jpg')]
   info = models.get_info('alexnet2012')
   out = {}
@@ -153,10 +153,11 @@ def test_lrn_divides_by_what_the_paper_says(activations):
 
 
 def test_lrn_divisor_varies_at_the_raw_scale(activations):  # fails on the old registry
-  # By hand: conv1 sums 363 inputs with N(0, 0.01) weights, so on a patch of rms r (0-255 units) its
-  # output has std 0.01 * sqrt(363) * r = 0.19 r; five ReLU'd neighbours give sum a^2 ~ 2.5 (0.19 r)^2.
-  # Raw scale, high-contrast patches (r ~ 100-150): alpha * sum ~ 0.1-0.2 on average, several times
-  # that in the tails, so the divisor (2 + alpha * sum)^0.75 rises 20 % or more above 2^0.75 somewhere.
+  # By hand: conv1 sums 363 inputs with N(0, 0.01) weights, so on a patch of rms r (0-255 units)
+  # its output has std 0.01 * sqrt(363) * r = 0.19 r; five ReLU'd neighbours give
+  # sum a^2 ~ 2.5 (0.19 r)^2. Raw scale, high-contrast patches (r ~ 100-150): alpha * sum ~ 0.1-0.2
+  # on average, several times that in the tails, so the divisor (2 + alpha * sum)^0.75 rises 20 %
+  # or more above 2^0.75 somewhere.
   raw = lrn_divisor(activations['registered']['a1']) / LRN_FLOOR
   assert raw.max() > 1.2
   assert (raw > 1.05).mean() > 0.01  # not a few outliers: over 1 % of the responses

@@ -1,5 +1,5 @@
-"""`python -m cnn_jax.models [--tiny] [name ...]`: a table of the zoo with computed params and GMACs,
-each model's input convention and eval crop geometry."""
+"""`python -m cnn_jax.models [--tiny] [name ...]`: a table of the zoo with computed params and
+GMACs, each model's input convention and eval crop geometry."""
 
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ def main(argv=None) -> None:
           f'{info.input_convention:<14} {info.eval_geometry:<11} {_fmt(row["top1"], ".2f"):>7} '
           f'{_fmt(row["top5"], ".2f"):>7}  {row["source"]}', flush=True)
   print('\nGMACs: multiply-accumulates of conv and matmul at the default input size, counted from '
-        'the jaxpr\n(torchvision `_ops` convention). Accuracy: published ImageNet-1k val %, not ours.'
-        '\nInput conventions (the loader feeds (x/255 - mean) / std, x the RGB pixel in 0-255):')
+        'the jaxpr\n(torchvision `_ops` convention). Accuracy: published ImageNet-1k val %, not '
+        'ours.\nInput conventions (the loader feeds (x/255 - mean) / std, x the RGB pixel in 0-255):')
   for key, convention in registry.INPUT_CONVENTIONS.items():
     print(f'  {key:<14} {convention.description}')
   print("Eval geometry: 'torchvision' = Resize + CenterCrop on whole pixels as torchvision's eval "
-        "transform;\n'exact' = the centre crop at its exact sub-pixel position (the papers' protocol).")
+        "transform;\n'exact' = the centre crop at its exact sub-pixel position (the papers' "
+        'protocol).')
 
 
 if __name__ == '__main__':

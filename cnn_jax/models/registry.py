@@ -51,8 +51,9 @@ class ModelInfo:
   input_convention: a key of INPUT_CONVENTIONS, the input scale the network's recipe assumes (its
     init, LRN constants and learning rates were chosen for it); `mean` and `std` derive from it.
   eval_geometry: how the eval transform places its centre crop: 'torchvision' (Resize(eval_resize)
-    with the long side truncated to whole pixels, then CenterCrop(input_size) at a rounded whole-pixel
-    offset, PIL antialiased bilinear: torchvision's eval pixels, for torchvision-derived weights) or
+    with the long side truncated to whole pixels, then CenterCrop(input_size) at a rounded
+    whole-pixel offset, PIL antialiased bilinear: torchvision's eval pixels, for torchvision-derived
+    weights) or
     'exact' (the centre `input_size` square of the image rescaled to short side `eval_resize`, at
     the exact sub-pixel position: the papers' own protocol).
   input_size: default (train and eval) crop; min_input_size: smallest image the network accepts;

@@ -43,7 +43,7 @@ class Experiment:
   lr: float = 0.01
   target_error: float | None = None  # report the first step whose training error is below this
   overrides: tuple = ()  # (dotted config field, value) pairs for every variant, before its own
-  input: str = ''        # how the input is scaled, when not the model's registry convention
+  input_scale: str = ''  # how the input is scaled, when not the model's registry convention
 
 
 _FC = (('head', 'fc'),)
@@ -70,7 +70,7 @@ EXPERIMENTS = {
          Variant('+ LRN, lr 1e-3', kwargs=(('lrn', True),), overrides=(('optimizer.lr', 1e-3),))),
         # The raw input is 58x (1 / (255 * 0.229)) the normalised one of the other experiments, so
         # their lr 0.01 becomes 0.01 / 58 ~ 1e-4; at 1e-2 nothing trained in a 60-step probe.
-        lr=1e-4, overrides=_RAW_CENTRED, input='centred raw pixels, 0-255 (AlexNet §2)'),
+        lr=1e-4, overrides=_RAW_CENTRED, input_scale='centred raw pixels, 0-255 (AlexNet §2)'),
     'dropout': Experiment(
         'Dropout against over-fitting',
         'AlexNet §4.2: without dropout the network over-fits substantially; dropout 0.5 in the FC '
@@ -192,9 +192,9 @@ def _mean_spread(values):
 
 def _write_table(name, exp, rows, steps, seeds, dataset, out_dir):
   split = '' if exp.train_split == 'train' else f' {exp.train_split}'
-  scale = f', input: {exp.input}' if exp.input else ''
-  lines = [f'**{exp.title}** — {dataset}{split}{scale}, {steps} steps of batch 64, {seeds} seed(s); '
-           'errors in % (mean ± std over seeds).', '',
+  scale = f', input: {exp.input_scale}' if exp.input_scale else ''
+  lines = [f'**{exp.title}** — {dataset}{split}{scale}, {steps} steps of batch 64, '
+           f'{seeds} seed(s); errors in % (mean ± std over seeds).', '',
            '| variant | params | final train error | test error |'
            + (f' steps to {exp.target_error:.0%} train error |' if exp.target_error else ''),
            '| --- | ---: | ---: | ---: |' + (' ---: |' if exp.target_error else '')]
