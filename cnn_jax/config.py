@@ -14,9 +14,10 @@ import ml_collections
 
 from cnn_jax import models
 from cnn_jax.data.config import default_data_config
+from cnn_jax.data.transforms import AUGMENTATIONS
 
 OPTIMIZERS = ('sgd', 'rmsprop')
-SCHEDULES = ('constant', 'step', 'plateau', 'exponential', 'warmup_cosine')
+SCHEDULES = ('constant', 'step', 'plateau', 'exponential', 'linear', 'warmup_cosine')
 DECAY_MASKS = ('all', 'kernels')
 
 
@@ -28,24 +29,31 @@ def base_config() -> ml_collections.ConfigDict:
   image_size: train crop and eval size in pixels. num_classes: None = from the dataset.
   batch_size / eval_batch_size: global (all devices, all processes).
   num_epochs / num_train_steps: training length; num_train_steps > 0 wins.
-  optimizer: name 'sgd' (PyTorch-style momentum: v = m v + g, w -= lr v) or 'rmsprop' (TF-style,
-    eps inside the square root); weight_decay is coupled L2 (added to the gradient before momentum)
-    on the parameters chosen by decay_mask: 'all' or 'kernels' (conv/dense weights, not biases or BN),
-    switched off from weight_decay_until_epoch (0 = never); grad_clip_norm: clip by global norm (0 = off).
+  optimizer: name 'sgd' (PyTorch-style momentum: v = m v + g, w -= lr v) or 'rmsprop' (TF's:
+    v = m v + lr g / sqrt(ms + eps), w -= v); weight_decay is coupled L2 (added to the gradient
+    before momentum) on the parameters chosen by decay_mask: 'all' or 'kernels' (conv/dense weights,
+    not biases or BN), switched off from weight_decay_until_epoch (0 = never); grad_clip_norm: clip
+    the gradient (L2 term included) by global norm (0 = off).
   schedule: name in SCHEDULES. 'step': lr x factor at each of boundaries_epochs. 'plateau': lr x factor
     when the validation top-1 error has not improved (rtol) for `patience` evaluations, at most
     max_reductions times (optax.contrib.reduce_on_plateau). 'exponential': lr x factor every
-    decay_epochs (staircase). 'warmup_cosine': linear warmup over warmup_epochs, then cosine to 0.
+    decay_epochs (staircase). 'linear': from lr to 0 over the run (Caffe's "poly", power 1).
+    'warmup_cosine': linear warmup over warmup_epochs, then cosine to 0.
   label_smoothing: epsilon of Szegedy et al. 2016 §7. aux_loss_weight: weight of auxiliary heads' loss.
-  ema_decay: parameter moving average, evaluated instead of the raw parameters (0 = off).
-  grad_accum_steps: split each batch into this many micro-batches (same update, less memory).
+  ema_decay: TensorFlow's ExponentialMovingAverage of the weights and BatchNorm statistics, decay
+    min(ema_decay, (1 + n) / (10 + n)) after update n; evaluated instead of them (0 = off).
+  grad_accum_steps: split each batch into this many micro-batches (less memory) and average their
+    gradients. The update equals one big batch's only for models without BatchNorm and with dropout
+    off: BatchNorm normalises each micro-batch with its own statistics (like a smaller batch, and its
+    running statistics take one step per micro-batch), and dropout draws other masks.
   mesh_shape: devices per mesh axis, -1 = the rest. half_precision: bfloat16 compute, float32
     parameters, optimizer state and loss; None = on for GPU/TPU, off on CPU.
   log_every_steps; eval_every_steps (0 = once per epoch, < 0 = never); checkpoint_every_steps (0 = at
   each eval, < 0 = never);
   keep_checkpoints: the latest N are kept, plus the one with the best validation top-1.
-  init_weights: a weights directory written by `python -m cnn_jax.convert` (e.g. torchvision's) to
-    start a new run from (fine-tuning); weights of another shape (the classifier, for another class
+  init_weights: a weights directory written by `python -m cnn_jax.convert` (e.g. torchvision's), or
+    a train.py workdir or one of its checkpoints/<step> directories, to start a new run from
+    (fine-tuning; a run's moving average where it keeps one); weights of another shape (the classifier, for another class
     count) keep their fresh initialisation. Ignored when the workdir already holds a checkpoint.
   """
   c = ml_collections.ConfigDict()
@@ -158,8 +166,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice('optimizer.name', config.optimizer.name, OPTIMIZERS)
   _check_choice('optimizer.decay_mask', config.optimizer.decay_mask, DECAY_MASKS)
   _check_choice('schedule.name', config.schedule.name, SCHEDULES)
+  _check_choice('data.augment', config.data.augment, AUGMENTATIONS)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ValueError('set num_epochs > 0 or num_train_steps > 0')
+  for key in ('batch_size', 'eval_batch_size'):
+    if config[key] < 1:
+      raise ValueError(f'{key}={config[key]}: set --config.{key} to a positive number (the global '
+                       'batch, over all devices)')
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
     raise ValueError(f'batch_size={config.batch_size} must be a multiple of grad_accum_steps='
                      f'{config.grad_accum_steps}')
@@ -169,7 +182,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if value not in choices:
-    raise ValueError(f'{name}={value!r} is not one of {choices}')
+    raise ValueError(f'{name}={value!r} is not one of {choices}; set --config.{name} to one of them')
 
 
 def _check_keys(config, reference, prefix: str) -> None:

@@ -4,10 +4,18 @@
   2015 §3.1 and He et al. 2016 §3.4 apply it: the decay term is added to the gradient before the
   momentum (`add_decayed_weights` before `sgd`). The learning rate multiplies the momentum buffer
   (PyTorch's form); with a constant rate this equals the paper's `v <- 0.9 v - wd lr w - lr g`.
-- RMSProp as Szegedy et al. 2016 §8 (TensorFlow's: decay 0.9, momentum 0.9, eps 1.0 inside the root,
-  mean-square accumulator starting at 1), with gradient clipping.
-- Schedules: constant, step, exponential (x0.94 every 2 epochs), warmup + cosine, and "divide by 10
-  when the validation error plateaus" via `optax.contrib.reduce_on_plateau` fed once per evaluation.
+- RMSProp as Szegedy et al. 2016 §8 in TensorFlow's form (`tf.train.RMSPropOptimizer`): mean square
+  `ms <- rho ms + (1 - rho) g^2` starting at 1, `mom <- momentum mom + lr g / sqrt(ms + eps)`,
+  `w -= mom` (the learning rate inside the momentum buffer, eps inside the root); decay 0.9,
+  momentum 0.9, eps 1.0. Gradient clipping by global norm (§8: threshold 2.0) applies to the
+  gradient of the whole loss, the L2 term included, as TF-slim adds weight decay to the loss.
+- Weight decay only on the parameters the recipe's source decayed (`decay_mask`), optionally switched
+  off from an epoch on (`weight_decay_until_epoch`, BN-NiN's regime).
+- Schedules: constant, step, exponential (x0.94 every 2 epochs), linear to 0, warmup + cosine, and
+  "divide by 10 when the validation error plateaus" via `optax.contrib.reduce_on_plateau` fed once
+  per evaluation.
+- The moving average of the weights that GoogLeNet (§6, Polyak averaging) and Inception v3 (§8)
+  evaluate: TensorFlow's `ExponentialMovingAverage(decay, num_updates)` (`ema_update`).
 
 The learning rate is an injected hyperparameter (`optax.inject_hyperparams`): it is in the optimizer
 state, so it is logged, checkpointed, and set by the plateau rule between steps.
@@ -46,6 +54,8 @@ def make_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoc
   if name == 'exponential':
     return optax.exponential_decay(base_lr, max(1, round(cfg.decay_epochs * steps_per_epoch)),
                                    cfg.factor, staircase=True)
+  if name == 'linear':  # Caffe's "poly" policy with power 1
+    return optax.linear_schedule(base_lr, 0.0, max(total_steps, 1))
   if name == 'warmup_cosine':
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup, max(total_steps, warmup + 1))
@@ -55,13 +65,13 @@ def make_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoc
 def _transform(learning_rate, *, cfg: ml_collections.ConfigDict,
                weight_decay: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   parts = []
-  if cfg.grad_clip_norm:
-    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   if cfg.weight_decay:
     parts.append(optax.add_decayed_weights(weight_decay, decay_mask(cfg.decay_mask)))
+  if cfg.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   if cfg.name == 'sgd':
     parts.append(optax.sgd(learning_rate, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
-  elif cfg.name == 'rmsprop':
+  elif cfg.name == 'rmsprop':  # optax applies the rate before the momentum, as TF does
     parts.append(optax.rmsprop(learning_rate, decay=cfg.rmsprop_decay, eps=cfg.eps,
                                initial_scale=1.0, momentum=cfg.momentum or None,
                                nesterov=cfg.nesterov))
@@ -102,3 +112,19 @@ def set_learning_rate(opt_state, value) -> Any:
   hyper = dict(opt_state.hyperparams)
   hyper['learning_rate'] = jnp.asarray(value, hyper['learning_rate'].dtype)
   return opt_state._replace(hyperparams=hyper)
+
+
+def ema_decay(decay: float, num_updates) -> jax.Array:
+  """TensorFlow's `ExponentialMovingAverage` decay after `num_updates` optimizer updates:
+  min(decay, (1 + n) / (10 + n)), so the average forgets the initial weights within the first steps."""
+  n = jnp.asarray(num_updates, jnp.float32)
+  return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
+def ema_update(average: Any, value: Any, decay: float, num_updates) -> Any:
+  """`average` moved towards `value`: `average <- d average + (1 - d) value`, d = ema_decay(...).
+
+  Called after the `num_updates`-th optimizer update with the new weights, as TensorFlow's
+  `ExponentialMovingAverage.apply` runs after the train op that increments the global step.
+  """
+  return optax.incremental_update(value, average, 1.0 - ema_decay(decay, num_updates))

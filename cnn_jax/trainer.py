@@ -8,7 +8,10 @@
   state such as BatchNorm statistics) and merged inside the step. The dropout key of step s is
   fold_in(key(seed), s), so the run is a pure function of the seed and the data order.
 - The train state is a dict {step, params, model_state, opt_state, rng[, ema][, plateau]}; it and
-  the grain iterator position are checkpointed (cnn_jax/checkpoint.py). Running again on the same
+  the grain iterator position are checkpointed (cnn_jax/checkpoint.py). `ema` = {params, model_state}:
+  TensorFlow's moving average (`optim.ema_update`) of what TF-slim's train_image_classifier averages,
+  its model variables (the weights and the BatchNorm moving statistics); validation, the best
+  checkpoint and eval.py use it. Running again on the same
   workdir resumes, bitwise identical on CPU to a run that was never interrupted.
 - Metrics accumulate on device and are fetched every `log_every_steps`; validation (top-1/top-5 over
   the whole split, padding masked out) every `eval_every_steps`; a NaN/inf loss stops the run before
@@ -89,8 +92,8 @@ def _init_state(config, num_classes, tx, plateau):
   state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'model_state': model_state,
            'opt_state': tx.init(params),
            'rng': jax.random.key_data(jax.random.key(config.seed))}
-  if config.ema_decay:
-    state['ema'] = jax.tree.map(jnp.copy, params)
+  if config.ema_decay:  # TF's shadow variables start at the initial values
+    state['ema'] = jax.tree.map(jnp.copy, {'params': params, 'model_state': model_state})
   if plateau is not None:
     state['plateau'] = plateau.init(params)
   return state
@@ -109,7 +112,7 @@ def _with_pretrained_weights(state, shardings, graphdef, rng_state, directory):
   _, params, _, model_state = _split(model)
   loaded = {'params': params, 'model_state': model_state}
   if 'ema' in state:
-    loaded['ema'] = params
+    loaded['ema'] = {'params': params, 'model_state': model_state}
   placed = jax.tree.map(
       lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: np.asarray(x)[index]),
       loaded, {k: shardings[k] for k in loaded})
@@ -163,7 +166,8 @@ def _train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
   new = {**state, 'step': step + 1, 'params': params, 'model_state': model_state,
          'opt_state': opt_state}
   if 'ema' in state:
-    new['ema'] = optax.incremental_update(params, state['ema'], 1.0 - config.ema_decay)
+    new['ema'] = optim.ema_update(state['ema'], {'params': params, 'model_state': model_state},
+                                  config.ema_decay, step + 1)
 
   n = jnp.sum(batch['mask'].astype(jnp.float32))
   bad = jnp.logical_not(jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates)))
@@ -175,9 +179,9 @@ def _train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
 
 
 def _eval_step(state, sums, batch, *, graphdef, rng_state):
-  """Add one padded eval batch into `sums` (eval mode; EMA parameters when there are any)."""
-  params = state.get('ema', state['params'])
-  model = nnx.merge(graphdef, params, rng_state, state["model_state"], copy=True)
+  """Add one padded eval batch into `sums` (eval mode; the moving average when there is one)."""
+  weights = state.get('ema', state)
+  model = nnx.merge(graphdef, weights['params'], rng_state, weights['model_state'], copy=True)
   logits = model(batch['image'], train=False)
   mask = batch['mask']
   top1, top5 = metrics_lib.correct(logits, batch['label'], mask)

@@ -1,5 +1,5 @@
 """BN-NiN: NiN with BatchNorm, as soumith/imagenet-multiGPU.torch `models/ninbn.lua` (the network
-Canziani et al. 2016 benchmark; reference.md §2.7).
+Canziani et al. 2016 benchmark).
 
 The model file's header gives the regime: lr 0.1 (epochs 1-9), 0.01 (10-19), 0.001 (20-25), 1e-4
 (26-30); weight decay 5e-4 for epochs 1-19, 0 afterwards; "62.6 % top1 on validation set at 35

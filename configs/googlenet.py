@@ -2,12 +2,15 @@
 
 §5-§6: two auxiliary classifiers (after 4a and 4d) whose losses are added with weight 0.3; SGD with
 momentum 0.9, learning rate decreased by 4 % every 8 epochs; Polyak averaging for the final model
-(here: an exponential moving average of the parameters, decay 0.9999, used for evaluation); crops of
-8-100 % of the image area with aspect ratio 3/4-4/3 (`augment='inception'`). The paper trained
-asynchronously on CPUs (DistBelief) and gives neither the base rate nor the batch. We take them
-from BVLC Caffe's public GoogLeNet solver (lr 0.01, x0.96 every 320 K iterations of batch 32 = 8
-epochs, weight decay 2e-4, ~60 epochs; recalled, not verified here) and run it synchronously at
-batch 256 with the same lr 0.01 (not scaled up x8: a choice, not the paper's).
+(here: TensorFlow's moving average of the weights and BatchNorm statistics, decay
+min(0.9999, (1 + n) / (10 + n)) after update n, used for every evaluation); §6 augmentation
+(`augment='googlenet'`): crops of 8-100 % of the image area with aspect ratio 3/4-4/3, flips, Howard's
+photometric distortions (contrast, brightness, colour) and AlexNet's PCA lighting. The paper trained
+asynchronously on CPUs (DistBelief) and gives neither the base rate, the batch nor the weight decay.
+We take them from BVLC Caffe's public GoogLeNet solver (`models/bvlc_googlenet/solver.prototxt`: lr
+0.01, x0.96 every 320 K iterations of batch 32 = 8 epochs, weight decay 2e-4, momentum 0.9; its
+train_val.prototxt decays the weights only, `decay_mult: 0` on biases) and run it synchronously at
+batch 256 with the same lr 0.01 (not scaled up x8: a choice, not the paper's) for 60 epochs (ours).
 The network is torchvision's layout (`googlenet`, BatchNorm, no LRN); `googlenet_paper` is the
 paper's layout.
 
@@ -32,7 +35,7 @@ def get_config(arg=None):
   c.data.name = 'imagenet2012'
   c.data.train_split = 'train'
   c.data.eval_split = 'validation'
-  c.data.augment = 'inception'
+  c.data.augment = 'googlenet'
   c.image_size = 224
   c.batch_size = 256
   c.eval_batch_size = 256
@@ -43,7 +46,7 @@ def get_config(arg=None):
   c.optimizer.lr = 0.01
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 2e-4
-  c.optimizer.decay_mask = 'all'
+  c.optimizer.decay_mask = 'kernels'
   c.schedule.name = 'exponential'
   c.schedule.factor = 0.96
   c.schedule.decay_epochs = 8.0

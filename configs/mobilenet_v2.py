@@ -1,9 +1,10 @@
 """MobileNetV2: Sandler et al. 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks".
 
-torchvision's recipe for its IMAGENET1K_V1 weights (references/classification/README.md, reference.md
-§1.4): SGD momentum 0.9, batch 256 (8 GPUs x 32), 300 epochs, lr 0.045 x0.98 every epoch, weight
-decay 4e-5, random-resized crops (`augment='inception'`). The paper (§6.1) used RMSProp (decay and
-momentum 0.9), lr 0.045 x0.98 per epoch, weight decay 4e-5, batch 96 on 16 GPUs.
+torchvision's recipe for its IMAGENET1K_V1 weights (pytorch/vision
+references/classification/README.md): SGD momentum 0.9, batch 256 (8 GPUs x 32), 300 epochs, lr 0.045
+x0.98 every epoch, weight decay 4e-5 on all parameters (its train.py default), random-resized crops
+(`augment='inception'`). The paper (§6.1) used RMSProp (decay and momentum 0.9), lr 0.045 x0.98 per
+epoch, weight decay 4e-5, batch 96 on 16 GPUs.
 
 Expected: 71.9 % / 90.3 % top-1/top-5 (torchvision IMAGENET1K_V1); paper Table 4: 72.0 % top-1.
 

@@ -2,8 +2,8 @@
 
 The paper reports no ImageNet recipe or result (its experiments are CIFAR/SVHN/MNIST). The Caffe
 ImageNet NIN (`nin`, four mlpconv blocks + global average pooling) is listed at 56.7 % / 79.5 % top-1 /
-top-5 accuracy (BVLC Caffe wiki "Models accuracy on ImageNet 2012 val", 1 centre crop; secondary
-source, reference.md §2.3). Its solver is not verified here, so this recipe is the AlexNet-era
+top-5 accuracy (BVLC Caffe wiki "Models accuracy on ImageNet 2012 val", 1 centre crop; a secondary
+source). Its solver is not verified here, so this recipe is the AlexNet-era
 ImageNet recipe the NIN model shares: SGD batch 128, momentum 0.9, weight decay 5e-4 (coupled L2, all
 parameters), lr 0.01 divided by 10 on validation plateau (3 times, patience 2 epochs), 90 epochs,
 AlexNet augmentation (random crop, flip, PCA lighting).

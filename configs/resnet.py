@@ -19,7 +19,8 @@ related recipe (different lr and wd); ours is not measured.
   python train.py --config=configs/resnet.py:depth=50,runlocal --workdir=/tmp/r50_local  # CPU, < 3 min
 
 Hardware/time: ResNet-50 is 25.6 M parameters and 4.1 GMACs per image; 90 epochs are 115 M images.
-NVIDIA's tuned PyTorch stack does ~2,500 img/s per A100 in AMP (reference.md §4.2), i.e. ~13 h on one
+NVIDIA's tuned PyTorch stack does ~2,500 img/s per A100 in AMP (NVIDIA DeepLearningExamples,
+ResNet-50 v1.5 README), i.e. ~13 h on one
 A100; this JAX code is not yet measured at that scale.
 """
 

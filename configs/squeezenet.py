@@ -1,11 +1,12 @@
 """SqueezeNet 1.0 / 1.1: Iandola et al. 2016, "SqueezeNet: AlexNet-level accuracy with 50x fewer
 parameters and <0.5MB model size" (arXiv 1602.07360).
 
-§4 trains with the authors' Caffe solver (forresti/SqueezeNet `solver.prototxt`, recalled, not verified
-here): SGD momentum 0.9, base lr 0.04 with a linear ("poly", power 1) decay to 0 over 170 K iterations
-of batch 512 (~68 epochs), weight decay 2e-4, random 227 crops of 256 px images and flips. The trainer
-has no linear schedule; we use cosine decay to 0 over the same epochs (a deviation) and
-AlexNet-style crops (`augment='alexnet'`, includes PCA lighting, which the Caffe solver does not).
+The paper gives no training recipe; the authors' Caffe solver (forresti/SqueezeNet
+`SqueezeNet_v1.0/solver.prototxt`) has: SGD momentum 0.9, base lr 0.04 decayed linearly to 0 ("poly",
+power 1) over max_iter 170 K iterations of batch 32 x iter_size 16 = 512 (170 K x 512 / 1.28 M = 68
+epochs), weight decay 2e-4 on every parameter (its train_val.prototxt sets no decay_mult), random 227
+crops of 256 px images and flips. Deviations: 224 px crops (torchvision's size for these networks) with
+AlexNet's PCA lighting (`augment='alexnet'`), which the Caffe data layer does not do.
 `:version=1_1` trains SqueezeNet 1.1.
 
 Expected: torchvision's weights, 58.1 % / 80.4 % top-1/top-5 (1.0), 58.2 % / 80.6 % (1.1); the paper
@@ -40,7 +41,7 @@ def get_config(arg=None):
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 2e-4
   c.optimizer.decay_mask = 'all'
-  c.schedule.name = 'warmup_cosine'
+  c.schedule.name = 'linear'
   c.eval_every_steps = 0
   c.log_every_steps = 100
   if args.runlocal:
