@@ -40,6 +40,7 @@ from tqdm import tqdm
 from cnn_jax import data
 from cnn_jax import metrics as metrics_lib
 from cnn_jax import models
+from cnn_jax import checkpoint as ckpt_lib
 from cnn_jax import parallel
 from cnn_jax.checkpoint import IncompatibleCheckpointError
 from cnn_jax.convert import weights as weights_lib
@@ -60,12 +61,13 @@ class Source:
   step: int | None  # None for converted weights
   workdir: str | None  # the train.py run; None for converted weights
   run_config: dict[str, Any] | None  # the run's config.json
+  older_steps: tuple[int, ...] = ()  # the latest step's predecessors, read if it is damaged
 
 
 @dataclasses.dataclass
 class Network:
-  """A restored network: its graph, weights (the EMA parameters where the run keeps them, as the
-  trainer's validation uses) and BatchNorm statistics, on this process's first device."""
+  """A restored network: its graph, weights and BatchNorm statistics (their moving average where the
+  run keeps one, as the trainer's validation uses), on this process's first device."""
   source: Source
   graphdef: nnx.GraphDef
   weights: nnx.State
@@ -114,13 +116,15 @@ def _run_source(workdir: str, step: int | None = None, best: bool = False) -> So
   """The checkpoint of a train.py run at `step`, the best one, or the latest."""
   workdir = os.path.abspath(workdir)
   with _run_manager(workdir) as manager:
-    steps = list(manager.all_steps())
+    steps = ckpt_lib.complete_steps(manager)
     if not steps:
       raise FileNotFoundError(_no_checkpoint(workdir))
     if step is not None and step not in steps:
       raise FileNotFoundError(f'no checkpoint at step {step} in {workdir}; its steps: {steps}')
+    older = step is None and not best
     if step is None:
       step = _best_step(workdir, steps) if best else max(steps)
+    older = tuple(s for s in steps if s < step) if older else ()
     identity = manager.metadata(step).custom_metadata or {}
   config_path = os.path.join(workdir, 'config.json')
   if 'model' not in identity or not os.path.exists(config_path):
@@ -130,7 +134,7 @@ def _run_source(workdir: str, step: int | None = None, best: bool = False) -> So
     run_config = json.load(f)
   return Source(os.path.join(workdir, 'checkpoints', str(step)), identity['model'],
                 identity['num_classes'], identity['image_size'],
-                run_config['model'].get('kwargs') or {}, step, workdir, run_config)
+                run_config['model'].get('kwargs') or {}, step, workdir, run_config, older)
 
 
 def locate(path: str, *, step: int | None = None, best: bool = False) -> Source:
@@ -173,14 +177,23 @@ def restore(source: Source, *, dtype=None) -> Network:
       state = checkpointer.restore(source.path, on_device(abstract))
     return Network(source, graphdef, state, rest)
   params, stats = abstract.split(nnx.Param, ...)
-  with _run_manager(source.workdir) as manager:
-    saved = manager.item_metadata(source.step)['state'].tree
-    key = 'ema' if 'ema' in saved else 'params'
-    target = on_device({key: params, 'model_state': stats})
-    restored = manager.restore(source.step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+
+  def read(step):
+    saved = manager.item_metadata(step)['state'].tree
+    weights = {'params': params, 'model_state': stats}
+    target = on_device({'ema': weights} if 'ema' in saved else weights)
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))['state']
-  return Network(source, graphdef, nnx.merge_state(restored[key], restored['model_state']), rest)
+
+  with _run_manager(source.workdir) as manager:  # a damaged latest step: the previous one
+    step, restored, _ = ckpt_lib.restore_newest((source.step, *source.older_steps), read,
+                                                os.path.dirname(source.path))
+  source = dataclasses.replace(source, path=os.path.join(os.path.dirname(source.path), str(step)),
+                               step=step)
+  restored = restored.get('ema', restored)
+  return Network(source, graphdef, nnx.merge_state(restored['params'], restored['model_state']),
+                 rest)
 
 
 # ----------------------------------------------------------------------------- evaluating
@@ -255,12 +268,15 @@ def _check_networks(networks: Sequence[Network], data_config, image_size: int) -
       raise ValueError(f'{n.source.name} needs images of at least {minimum}x{minimum} pixels, not '
                        f'{image_size}; evaluate at a larger --config.image_size')
   infos = [models.get_info(n.source.name) for n in networks]
-  preprocessing = {(tuple(i.mean), tuple(i.std), i.crop_fraction) for i in infos}
-  if len(preprocessing) > 1 and not (data_config.get('mean') and data_config.get('std')
-                                     and data_config.get('crop_fraction')):
-    raise ValueError('the networks of this ensemble normalise or crop their input differently '
-                     f'({sorted({i.name for i in infos})}); set data.mean, data.std and '
-                     'data.crop_fraction in the config to evaluate them on the same input')
+  preprocessing = {i.name: (tuple(i.mean), tuple(i.std), i.crop_fraction, i.eval_geometry)
+                   for i in infos}
+  overridden = all(data_config.get(k) for k in ('mean', 'std', 'crop_fraction'))
+  if len(set(preprocessing.values())) > 1 and not (
+      overridden and len({p[3] for p in preprocessing.values()}) == 1):
+    raise ValueError('the networks of this ensemble prepare their input differently ((mean, std, '
+                     f'crop_fraction, eval_geometry) {preprocessing}); set data.mean, data.std and '
+                     'data.crop_fraction in the config to evaluate them on the same input, or '
+                     'evaluate networks of different eval_geometry separately')
 
 
 def evaluate(networks: Sequence[Network], data_config: ml_collections.ConfigDict, *, split: str,
@@ -394,6 +410,7 @@ def run(config: ml_collections.ConfigDict | None = None, *, workdir: str | None 
   if half is None:
     half = jax.default_backend() != 'cpu'
   networks = [restore(s, dtype=jnp.bfloat16 if half else None) for s in sources]
+  sources = [n.source for n in networks]  # the step read, where the latest was damaged
   mesh = parallel.make_mesh(mesh_shape)
   result = evaluate(networks, data_config, split=split, image_size=image_size,
                     batch_size=batch_size or eval_batch, ten_crop=ten_crop, mesh=mesh,

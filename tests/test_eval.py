@@ -2,8 +2,9 @@
 the trainer's own validation, every example counted once, 10-crop, ensembles, converted weights,
 --best, and the clear errors.
 
-The direct computations load the checkpoints with cnn_jax.tools.common (an independent loader), run
-the model eagerly on the whole split in one batch and count top-k with numpy.
+The direct computations read the checkpoints' arrays with Orbax's own API (not through cnn_jax's
+checkpoint, evaluate or tools loaders), put them into a freshly built resnet_tiny, run it eagerly on
+the whole split in one batch and count top-k with numpy.
 """
 
 import json
@@ -12,14 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from cnn_jax import checkpoint, data, evaluate, trainer
+from cnn_jax import checkpoint, data, evaluate, models, trainer
 from cnn_jax.convert import weights
-from cnn_jax.models import stats
-from cnn_jax.tools import common
 from configs import quickstart
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +57,36 @@ def _split(config, ten_crop=False):
   return batch['image'], batch['label']
 
 
+def _saved(workdir, step):
+  """The arrays of checkpoint `step`, read with Orbax directly: {'params': ..., 'model_state': ...},
+  each Variable stored as {'value': array}."""
+  with ocp.StandardCheckpointer() as checkpointer:
+    saved = checkpointer.restore(workdir / 'checkpoints' / str(step) / 'state')
+  assert 'ema' not in saved  # the run keeps no moving average: its raw parameters are evaluated
+  return saved
+
+
+def _pure(tree):
+  """Orbax's {'value': array} Variable leaves -> plain arrays."""
+  if isinstance(tree, dict):
+    return tree['value'] if set(tree) == {'value'} else {k: _pure(v) for k, v in tree.items()}
+  return tree
+
+
+def _model(workdir, step):
+  """A new resnet_tiny (10 classes) holding the parameters and BatchNorm statistics of `step`."""
+  saved = _saved(workdir, step)
+  model = models.create('resnet_tiny', 10, rngs=nnx.Rngs(jax.random.key(0, impl='rbg')))
+  graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+  nnx.replace_by_pure_dict(params, _pure(saved['params']))
+  nnx.replace_by_pure_dict(batch_stats, _pure(saved['model_state']))
+  return nnx.merge(graphdef, params, batch_stats, rest)
+
+
 def _probs(workdir, step, images):
-  """Softmax of the restored model, eagerly; averaged over the views of (N, 10, H, W, 3) images."""
-  model = common.load_model(str(workdir), step=step).model
+  """Softmax of the model of checkpoint `step`, eagerly; averaged over the views of (N, 10, H, W, 3)
+  images."""
+  model = _model(workdir, step)
   views = images.reshape(-1, *images.shape[-3:])
   p = np.asarray(nnx.softmax(model(views, train=False)), np.float64)
   return p.reshape(*images.shape[:-3], -1).mean(axis=1) if images.ndim == 5 else p
@@ -97,7 +125,7 @@ def test_latest_checkpoint_equals_direct_computation_and_trainer(run):
       'dataset': 'digits'}
   assert saved[-1]['top1_err'] == pytest.approx(1 - top1)
   assert saved[-1]['top5_err'] == pytest.approx(1 - top5)
-  assert saved[-1]['param_count'] == stats.count_params(common.load_model(str(workdir)).model)
+  assert saved[-1]['param_count'] == sum(x.size for x in jax.tree.leaves(_saved(workdir, 30)['params']))
 
 
 @pytest.mark.slow
@@ -134,7 +162,7 @@ def test_ensemble_is_the_mean_of_softmaxes(run):
 @pytest.mark.slow
 def test_converted_weights_give_the_runs_result(run, tmp_path):
   workdir, config = run
-  model = common.load_model(str(workdir), step=30).model
+  model = _model(workdir, 30)
   weights.save(str(tmp_path / 'w'), 'resnet_tiny', nnx.state(model, weights.WEIGHTS),
                {'num_classes': 10}, source='test')
   row = evaluate.run(config, checkpoints=[str(tmp_path / 'w')], batch_size=7, progress=False)
@@ -195,3 +223,18 @@ def test_cli_without_a_checkpoint_fails_with_the_reason(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode != 0
   assert 'no finished checkpoint' in out.stderr and 'python train.py' in out.stderr
+
+
+def test_ensemble_of_networks_that_place_the_crop_differently_is_refused():
+  """resnet18 (torchvision weights: whole-pixel Resize + CenterCrop) and bn_nin (the exact centre
+  crop) normalise with the same ImageNet mean/std and crop 224 of 256 alike; only their
+  eval_geometry differs, and the loader would give both the first network's."""
+  source = lambda name: evaluate.Source(f'/ckpt/{name}', name, 1000, 224, {}, None, None, None)
+  networks = [evaluate.Network(source(name), None, None, None) for name in ('resnet18', 'bn_nin')]
+  config = data.default_data_config()
+  match = r"prepare their input differently.*'torchvision'\).*'exact'\)"
+  with pytest.raises(ValueError, match=match):
+    evaluate.evaluate(networks, config, split='validation', image_size=224, batch_size=8)
+  config.mean, config.std, config.crop_fraction = (0.5,) * 3, (0.5,) * 3, 0.875
+  with pytest.raises(ValueError, match=match):  # no config setting makes one geometry of two
+    evaluate.evaluate(networks, config, split='validation', image_size=224, batch_size=8)
