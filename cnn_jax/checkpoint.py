@@ -9,10 +9,11 @@ The step's custom metadata names the model, its class count and image size, and 
 that shape the train state (STATE_FIELDS); a workdir holding another model's checkpoint, or one whose
 state another optimizer / schedule / EMA setting shaped, is refused with the field that differs.
 Saving is asynchronous; an interrupted save leaves a temporary directory that is ignored and cleaned
-up. A save that fails (unwritable directory, disk full) raises CheckpointSaveError at the next save
-or at `wait`. Resuming takes the newest step that reads: a step directory without Orbax's commit
-markers is skipped, a damaged one (a truncated or missing file) is logged and set aside, never
-deleted, and the previous step is used.
+up. A save that fails (unwritable directory, disk full) raises CheckpointSaveError: at once where
+the directory cannot be written, else at the next `check` (the trainer's next step), save or
+`wait`. Resuming takes the newest step that reads: a step directory without Orbax's commit markers
+is skipped, a damaged one (a truncated or missing file) is logged and set aside, never deleted, and
+the previous step is used.
 Retention: the latest `keep` checkpoints, plus the one with the lowest validation top-1 error.
 """
 
@@ -274,6 +275,11 @@ class Checkpointer:
     parallel.wait_for_all_processes('cnn_jax:restored')
     self.manager.reload()
     return step, state
+
+  def check(self) -> None:
+    """Raise CheckpointSaveError if the asynchronous save has finished and failed; never waits."""
+    if self._pending is not None and not self.manager.is_saving_in_progress():
+      self.wait()
 
   def wait(self) -> None:
     """Wait for the asynchronous save; its failure raises CheckpointSaveError."""

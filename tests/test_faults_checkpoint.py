@@ -31,9 +31,11 @@ CONFIG = 'configs/quickstart.py:runlocal'  # resnet_tiny, SGD with momentum, war
 HANG_TIMEOUT, RUN_TIMEOUT = 120, 600
 
 
-def _run(args, cache, prefix=(), timeout=RUN_TIMEOUT):
+def _run(args, cache, prefix=(), timeout=RUN_TIMEOUT, launcher=()):
   """A command-line tool of this repository in a subprocess: (exit code, stdout + stderr)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
+  if launcher:  # `python -c <launcher> <the tool's arguments>`
+    args = [*launcher, *args[1:]]
   proc = subprocess.run([*prefix, sys.executable, *args, f'--compilation_cache={cache}'], cwd=REPO,
                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                         timeout=timeout, check=False)
@@ -88,13 +90,15 @@ def _copy(trained, tmp_path):
   return workdir
 
 
-def _damage(workdir):
-  """Step 6 incomplete (Orbax's commit markers gone), step 4 with its largest file truncated."""
+def _damage(workdir, truncated=(4,)):
+  """Step 6 incomplete (Orbax's commit markers gone), the largest file of the `truncated` steps cut
+  to 1000 bytes."""
   for marker in checkpoint.COMMIT_MARKERS:
     os.remove(workdir / 'checkpoints' / '6' / marker)
-  data = workdir / 'checkpoints' / '4' / 'state' / 'ocdbt.process_0' / 'd'
-  largest = max(data.iterdir(), key=lambda p: p.stat().st_size)
-  os.truncate(largest, 1000)
+  for step in truncated:
+    data = workdir / 'checkpoints' / str(step) / 'state' / 'ocdbt.process_0' / 'd'
+    largest = max(data.iterdir(), key=lambda p: p.stat().st_size)
+    os.truncate(largest, 1000)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -114,7 +118,7 @@ def test_unwritable_checkpoints_directory_stops_at_once_with_path_and_cause(cach
 
 
 _SAVE_SCRIPT = textwrap.dedent('''
-    import os, resource, signal, sys
+    import os, resource, signal, sys, time
     import grain, numpy as np
     from cnn_jax import checkpoint
     mode, workdir = sys.argv[1:]
@@ -130,7 +134,11 @@ _SAVE_SCRIPT = textwrap.dedent('''
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
         ckpt.save(1, big, iterator)  # asynchronous: returns before the write fails
         print('save returned', flush=True)
-        if mode == 'next_save':
+        if mode == 'next_check':  # what the trainer does after each step; never blocks
+          for _ in range(600):
+            ckpt.check()
+            time.sleep(0.1)
+        elif mode == 'next_save':
           ckpt.save(2, {'x': np.zeros(2, np.float32)}, iterator)
         else:
           ckpt.wait()  # what the trainer does at exit
@@ -140,10 +148,11 @@ _SAVE_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('mode', ['read_only', 'next_save', 'at_exit'])
+@pytest.mark.parametrize('mode', ['read_only', 'next_check', 'next_save', 'at_exit'])
 def test_failed_save_raises_naming_step_path_and_cause(mode, tmp_path):
-  """read_only: the old code hung (killed by the timeout); next_save / at_exit: an asynchronous
-  write that fails surfaces as CheckpointSaveError for that step, not Orbax's bare ValueError."""
+  """read_only: the old code hung (killed by the timeout); next_check / next_save / at_exit: an
+  asynchronous write that fails surfaces as CheckpointSaveError for that step, not Orbax's bare
+  ValueError (the old code had no `check`)."""
   prefix = _read_only_prefix() if mode == 'read_only' else []
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
   proc = subprocess.run([*prefix, sys.executable, '-c', _SAVE_SCRIPT, mode, str(tmp_path)],
@@ -157,6 +166,27 @@ def test_failed_save_raises_naming_step_path_and_cause(mode, tmp_path):
   if mode != 'read_only':
     assert 'save returned' in out
   assert not (directory / '1').exists()
+
+
+def test_disk_full_stops_training_with_the_step_and_the_cause(cache, tmp_path):
+  """train.py with no file allowed past 200 kB (as on a full disk or quota): the step-2 checkpoint
+  (600 kB) fails in the background and the run stops with exit code 2 before step 5, naming it.
+  The old code went on training and failed later with Orbax's ValueError and a traceback."""
+  launcher = textwrap.dedent(f'''
+      import resource, runpy, signal, sys
+      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+      resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+      sys.argv = ['train.py', *sys.argv[1:]]
+      runpy.run_path('train.py', run_name='__main__')
+  ''')
+  rc, out = _train(tmp_path, cache, '--config.num_train_steps=6', launcher=('-c', launcher))
+  directory = tmp_path / 'checkpoints'
+  assert rc == 2, out[-3000:]
+  error = out[out.index('error: '):]
+  assert error.startswith(f'error: saving checkpoint step 2 to {directory} failed') and (
+      'File too large' in error), error  # EFBIG, the error RLIMIT_FSIZE gives
+  assert '] step 5:' not in out  # stopped at the first step or save after the failure
+  assert not (directory / '2').exists()
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -187,6 +217,18 @@ def test_damaged_and_incomplete_steps_fall_back_to_the_previous_good_one(trained
   rows = [(r['split'], r['step']) for r in map(json.loads, open(workdir / 'metrics.jsonl'))]
   expected = [('train', s) for s in range(1, 7)] + [('eval', s) for s in (2, 4, 6)]
   assert sorted(rows) == sorted(expected)
+
+
+def test_no_readable_checkpoint_stops_and_moves_nothing(trained, tmp_path):
+  """Every step damaged: no silent restart from step 0 (which would go on to overwrite them)."""
+  workdir = _copy(trained, tmp_path)
+  _damage(workdir, truncated=(2, 4))
+  before = _files(workdir)
+  with pytest.raises(checkpoint.DamagedCheckpointError,
+                     match=r'no checkpoint in .*checkpoints can be read \(step 4: ValueError: .*'
+                           r'; step 2: ValueError: .*\)'):
+    trainer.train_and_evaluate(_config(), str(workdir))
+  assert _files(workdir) == before
 
 
 def test_eval_falls_back_from_a_damaged_latest_checkpoint(trained, cache, tmp_path):
