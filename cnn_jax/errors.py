@@ -2,8 +2,8 @@
 
 `run(main)` replaces `absl.app.run(main)` in train.py, eval.py, `python -m cnn_jax.convert` and
 `python -m cnn_jax.data.prepare`: a user error -- a `UserError`, an `OSError` (a missing file, a
-workdir that is a file), or a ValueError/TypeError/KeyError/ImportError raised by this repository's
-own checks -- is printed as `error: <message>` on stderr with exit code 2; `--verbose` shows the
+workdir that is a file), or a ValueError/TypeError/KeyError/ImportError raised by the checks of this
+package -- is printed as `error: <message>` on stderr with exit code 2; `--verbose` shows the
 traceback. Errors of the flags themselves (a config file that does not exist, an unknown
 `--config.key`, which is answered with the nearest valid keys) are reported the same way. Any other
 exception (a bug: raised inside a library) keeps its traceback. Ctrl-C exits with code 130.
@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 KEY_ALIASES = {'learning_rate': 'optimizer.lr', 'epochs': 'num_epochs', 'steps': 'num_train_steps',
                'dataset': 'data.name', 'model_name': 'model.name'}
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _CHECKED_TYPES = (ValueError, TypeError, KeyError, ImportError)
 
 
@@ -35,20 +35,19 @@ class UserError(Exception):
   """A mistake in the command, config or data; the message names it and the fix."""
 
 
-class DataError(UserError):
+class DataError(UserError, ValueError):
   """The dataset cannot be used as asked: an empty split, labels >= num_classes, unreadable images."""
 
 
 def is_user_error(error: BaseException) -> bool:
-  """A UserError or OSError, or one of ValueError/TypeError/KeyError/ImportError raised in this
-  repository's own code (not inside a library, where it would be a bug to debug)."""
+  """A UserError or OSError, or one of ValueError/TypeError/KeyError/ImportError raised by a check
+  in this package (not inside a library, where it would be a bug to debug)."""
   if isinstance(error, (UserError, OSError)):
     return True
   if not isinstance(error, _CHECKED_TYPES) or error.__traceback__ is None:
     return False
-  filename = traceback.extract_tb(error.__traceback__)[-1].filename
-  inside = os.path.abspath(filename).startswith(_REPO + os.sep)
-  return inside and f'{os.sep}site-packages{os.sep}' not in filename
+  raised_in = traceback.extract_tb(error.__traceback__)[-1].filename
+  return os.path.abspath(raised_in).startswith(_PACKAGE + os.sep)
 
 
 def message(error: BaseException) -> str:
