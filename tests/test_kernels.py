@@ -43,6 +43,8 @@ CASES = {
                        dict(window_strides=(2, 3), padding=((0, 1), (2, 1)))),
     'dilated': ((1, 12, 12, 4), (3, 3, 4, 4),
                 dict(window_strides=(1, 1), padding='SAME', rhs_dilation=(2, 3))),
+    # wide enough for oneDNN's blocked (AMX / brgemm) kernels; TF's SAME at stride 2 pads (0, 1)
+    'wide_stride2': ((2, 14, 14, 64), (3, 3, 64, 128), dict(window_strides=(2, 2), padding='SAME')),
 }
 
 
