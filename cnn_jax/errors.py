@@ -89,8 +89,12 @@ def nearest_keys(config, path: str, n: int = 2) -> list[str]:
 
 def _unknown_override(flag_name: str, argv: list[str]) -> str | None:
   """The message for the first `--<flag_name>.key` override in argv that the config lacks, or None."""
-  flag = flags.FLAGS[flag_name]
-  spec = next((a.split('=', 1)[1] for a in argv if a.startswith(f'--{flag_name}=')), None)
+  flag, spec = flags.FLAGS[flag_name], None
+  for i, arg in enumerate(argv):  # --config=FILE or --config FILE
+    if arg.startswith(f'--{flag_name}='):
+      spec = arg.split('=', 1)[1]
+    elif arg == f'--{flag_name}' and i + 1 < len(argv):
+      spec = argv[i + 1]
   if spec is None:
     return None
   config = flag.parser.parse(spec)  # the file parses: the error came from an override
