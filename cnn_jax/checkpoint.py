@@ -6,8 +6,8 @@
   checkpoint written on 8 devices restores on 1 and the reverse;
 - `data`: grain's iterator state as JSON (`grain.checkpoint.CheckpointSave`), one file per process.
 The step's custom metadata names the model, its class count and image size, and the config fields
-that shape the train state (STATE_FIELDS); a workdir holding another model's checkpoint, or one whose
-state another optimizer / schedule / EMA setting shaped, is refused with the field that differs.
+that shape the train state (STATE_FIELDS); a workdir holding another model's checkpoint, or one
+whose state another optimizer / schedule / EMA setting shaped, is refused naming the field.
 Saving is asynchronous; an interrupted save leaves a temporary directory that is ignored and cleaned
 up. A save that fails (unwritable directory, disk full) raises CheckpointSaveError: at once where
 the directory cannot be written, else at the next `check` (the trainer's next step), save or

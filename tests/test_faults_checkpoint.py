@@ -1,8 +1,8 @@
-"""Checkpoint faults: an unwritable or full checkpoints directory stops the run with the path and the
-cause instead of hanging; a damaged or incomplete latest checkpoint falls back to the previous good
-one (train.py and eval.py), keeping every file; a resume with another model, optimizer or schedule
-is refused naming the field, before the workdir's config.json is touched; metrics.jsonl keeps one row
-per (split, step) across a resume.
+"""Checkpoint faults: an unwritable or full checkpoints directory stops the run with the path and
+the cause instead of hanging; a damaged or incomplete latest checkpoint falls back to the previous
+good one (train.py and eval.py), keeping every file; a resume with another model, optimizer or
+schedule is refused naming the field, before the workdir's config.json is touched; metrics.jsonl
+keeps one row per (split, step) across a resume.
 
 The runs are resnet_tiny on the embedded digits (configs/quickstart.py:runlocal). Every subprocess
 has a timeout, so that a save that hangs fails the test instead of the suite.
@@ -10,6 +10,7 @@ has a timeout, so that a save that hangs fails the test instead of the suite.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,15 +220,15 @@ def test_damaged_and_incomplete_steps_fall_back_to_the_previous_good_one(trained
   assert sorted(rows) == sorted(expected)
 
 
-def test_no_readable_checkpoint_stops_and_moves_nothing(trained, tmp_path):
+def test_no_readable_checkpoint_stops_and_moves_nothing(trained, cache, tmp_path):
   """Every step damaged: no silent restart from step 0 (which would go on to overwrite them)."""
   workdir = _copy(trained, tmp_path)
   _damage(workdir, truncated=(2, 4))
   before = _files(workdir)
-  with pytest.raises(checkpoint.DamagedCheckpointError,
-                     match=r'no checkpoint in .*checkpoints can be read \(step 4: ValueError: .*'
-                           r'; step 2: ValueError: .*\)'):
-    trainer.train_and_evaluate(_config(), str(workdir))
+  rc, out = _train(workdir, cache)
+  assert rc == 2, out[-3000:]
+  assert re.search(rf'error: no checkpoint in {workdir / "checkpoints"} can be read \(step 4: '
+                   r'ValueError: .*; step 2: ValueError: .*\)', out), out[-3000:]
   assert _files(workdir) == before
 
 
