@@ -51,11 +51,12 @@ def check_manual_dir(name: str, manual_dir: str | None) -> None:
     return
   if not manual_dir:
     raise FileNotFoundError(f'{name} needs --manual_dir=<folder with {" and ".join(IMAGENET_TARS)}>')
-  for tar in IMAGENET_TARS:
-    path = os.path.join(os.path.expanduser(manual_dir), tar)
+  paths = [os.path.join(os.path.expanduser(manual_dir), tar) for tar in IMAGENET_TARS]
+  for path in paths:
     if not os.path.isfile(path):
       raise FileNotFoundError(f'{path} not found: --manual_dir must hold {" and ".join(IMAGENET_TARS)} '
                               '(from image-net.org, ILSVRC 2012)')
+  for path in paths:
     check_tar(path)
 
 
