@@ -39,6 +39,7 @@ from jax.experimental import multihost_utils
 from cnn_jax import checkpoint as ckpt_lib
 from cnn_jax import config as config_lib
 from cnn_jax import data
+from cnn_jax import evaluate
 from cnn_jax import metrics as metrics_lib
 from cnn_jax import models
 from cnn_jax import optim
@@ -100,13 +101,16 @@ def _init_state(config, num_classes, tx, plateau):
 
 
 def _with_pretrained_weights(state, shardings, graphdef, rng_state, directory):
-  """`state` whose params and BatchNorm statistics (and EMA) are those saved in `directory` by
-  cnn_jax.convert, where the shapes agree; the others (a classifier for another class count) keep
-  their initialisation. Every process reads the file; the result is placed on the state's shardings."""
+  """`state` whose params and BatchNorm statistics (and EMA) are those saved in `directory` (by
+  cnn_jax.convert, or a train.py run's checkpoint), where the shapes agree; the others (a classifier
+  for another class count) keep their initialisation. Every process reads the file; the result is
+  placed on the state's shardings."""
   host = multihost_utils.process_allgather(
       {'params': state['params'], 'model_state': state['model_state']}, tiled=True)
   model = nnx.merge(graphdef, host['params'], rng_state, host['model_state'])
-  reinitialised = weights_lib.load_into(model, directory, keep_mismatched=True)
+  network = evaluate.restore(evaluate.locate(directory))  # converted weights, or a train.py run
+  reinitialised = weights_lib.copy_into(model, network.weights, f'the weights in {directory}',
+                                        keep_mismatched=True)
   logging.info('initial weights from %s%s', directory,
                f'; kept fresh (other shape): {", ".join(reinitialised)}' if reinitialised else '')
   _, params, _, model_state = _split(model)
@@ -239,6 +243,8 @@ def _plan(config: ml_collections.ConfigDict) -> _Plan:
   mesh = parallel.make_mesh(config.mesh_shape)
   _check_sizes(config, mesh)
   num_classes = config.num_classes or data.num_classes(config.data)
+  data.check_splits(config.data, [config.data.train_split] + (
+      [config.data.eval_split] if config.eval_every_steps >= 0 else []), num_classes)
   steps_per_epoch = max(1, data.num_examples(config.data, config.data.train_split)
                         // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -279,11 +285,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_every = config.eval_every_steps or steps_per_epoch  # < 0: never
   ckpt_every = config.checkpoint_every_steps or eval_every  # < 0: never
 
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  writer = metrics_lib.Writer(workdir, enabled=is_main)
   logging.info('%s: %d classes, %d px, batch %d on mesh %s; %d steps (%d per epoch)', name,
                num_classes, config.image_size, config.batch_size, dict(mesh.shape), total_steps,
                steps_per_epoch)
@@ -293,16 +294,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       seed=config.seed, image_size=config.image_size, model_name=name)
   checkpointer = ckpt_lib.Checkpointer(
       workdir, keep=config.keep_checkpoints,
-      identity={'model': name, 'num_classes': num_classes, 'image_size': config.image_size})
-  step = checkpointer.latest_step()
-  if step is None:
+      identity={'model': name, 'num_classes': num_classes, 'image_size': config.image_size,
+                **ckpt_lib.state_fields(config)})
+  resumed = checkpointer.restore_latest(ckpt_lib.abstract(abstract_state, shardings), train_iter)
+  if resumed is None:
     step = 0
     state = jax.jit(init, out_shardings=shardings)()
     if config.init_weights:
       state = _with_pretrained_weights(state, shardings, graphdef, rng_state, config.init_weights)
   else:
-    state = checkpointer.restore(step, ckpt_lib.abstract(abstract_state, shardings), train_iter)
+    step, state = resumed
     logging.info('resumed from %s at step %d', checkpointer.directory, step)
+  if is_main:  # after the checkpoint was found to fit: a refused resume leaves config.json alone
+    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  writer = metrics_lib.Writer(workdir, enabled=is_main, start_step=step)
 
   acc_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), metrics_lib.zeros())
   new_acc = jax.jit(metrics_lib.zeros, out_shardings=acc_sharding)
@@ -353,6 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       batch = parallel.global_batch(next(train_iter), mesh)
       state, acc = train_step(state, acc, batch)
       step += 1
+      checkpointer.check()  # a failed asynchronous save stops the run here
       done = step == total_steps
       if step % config.log_every_steps == 0 or done:
         sums = jax.device_get(acc)

@@ -9,12 +9,12 @@ The `.pth` file is a torchvision state_dict (e.g. from `torchvision.models.resne
 
 import math
 import os
-import sys
 
 import jax
 from absl import app, flags
 from flax import nnx
 
+from cnn_jax import errors
 from cnn_jax.convert import torchvision, weights
 
 _MODEL = flags.DEFINE_string('model', None, 'torchvision model name, e.g. resnet50.')
@@ -32,17 +32,15 @@ def main(argv):
                          f'FILE.pth --out DIR (got {" ".join(argv[1:]) or "no source"}). '
                          f'Supported models: {", ".join(torchvision.supported_models())}')
   if os.path.exists(_OUT.value):
-    sys.exit(f'error: {_OUT.value} exists; choose another --out or delete it.')
+    raise FileExistsError(f'{_OUT.value} exists; choose another --out or delete it.')
   overrides = {} if _TRANSFORM_INPUT.value is None else {'transform_input': _TRANSFORM_INPUT.value}
-  try:
-    state_dict = torchvision.read_state_dict(_WEIGHTS.value)
-    kwargs = {**torchvision.model_kwargs(_MODEL.value, state_dict), **overrides}
-    state = torchvision.convert_state_dict(_MODEL.value, state_dict, **kwargs)
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    sys.exit(f'error: {e.args[0] if isinstance(e, KeyError) else e}')
+  # A wrong file or model is one line `error: ...` (cnn_jax.errors.run).
+  state_dict = torchvision.read_state_dict(_WEIGHTS.value)
+  kwargs = {**torchvision.model_kwargs(_MODEL.value, state_dict), **overrides}
+  state = torchvision.convert_state_dict(_MODEL.value, state_dict, **kwargs)
   out = weights.save(_OUT.value, _MODEL.value, state, kwargs, source=_WEIGHTS.value)
   params = sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.filter_state(state, nnx.Param)))
   print(f'{_MODEL.value} {kwargs}: {params:,} parameters (+ BatchNorm statistics) written to {out}')
 
 if __name__ == '__main__':
-  app.run(main)
+  errors.run(main)

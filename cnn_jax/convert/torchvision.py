@@ -18,6 +18,7 @@ rest (unmatched names are used as they are).
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 from typing import Any, Callable, Mapping
 
@@ -82,7 +83,8 @@ _DENSENET = Family(head='classifier.weight')  # our names are torchvision's
 
 def _aux_and_transform(aux_prefix: str):
   """Aux heads iff the state_dict has them; `transform_input` on, as torchvision sets it for its
-  (TF-ported) pretrained weights: they expect inputs in [-1, 1] (reference.md §1.2)."""
+  (TF-ported) pretrained weights (`googlenet()` / `inception_v3()` in torchvision 0.29 `models/`):
+  they expect inputs in [-1, 1]."""
   return lambda state_dict: {'aux_logits': any(k.startswith(aux_prefix) for k in state_dict),
                              'transform_input': True}
 
@@ -245,7 +247,13 @@ def read_state_dict(path: str) -> dict[str, Any]:
   except ImportError as e:
     raise ImportError('reading .pth files needs torch, an optional extra: '
                       'pip install -r requirements-torch.txt') from e
-  obj = torch.load(path, weights_only=True, map_location='cpu')
+  try:
+    obj = torch.load(path, weights_only=True, map_location='cpu')
+  except pickle.UnpicklingError:  # objects other than tensors: a whole model, an optimizer ...
+    raise ValueError(f'{path} is no file of tensors: it holds other pickled objects (e.g. a whole '
+                     'model saved with torch.save(model)), which are not loaded as they could run '
+                     'code, or is no torch file; save the weights with '
+                     '`torch.save(model.state_dict(), path)`.') from None
   if isinstance(obj, Mapping) and not all(torch.is_tensor(v) for v in obj.values()):
     obj = next((obj[k] for k in ('state_dict', 'model') if isinstance(obj.get(k), Mapping)), obj)
   if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):

@@ -91,16 +91,22 @@ def load_into(model: nnx.Module, directory: str, *, keep_mismatched: bool = Fals
   returned. A weight of `model` missing from the checkpoint always raises.
   """
   meta = metadata(directory)
-  saved = restore(directory)
+  return copy_into(model, nnx.state(restore(directory), WEIGHTS),
+                   f'the {meta["model"]} weights in {directory}', keep_mismatched=keep_mismatched)
+
+
+def copy_into(model: nnx.Module, weights: nnx.State, what: str, *,
+              keep_mismatched: bool = False) -> list[str]:
+  """`load_into` for weights already in memory (`what` names them in an error)."""
   ours = dict(nnx.to_flat_state(nnx.state(model, WEIGHTS)))
-  theirs = dict(nnx.to_flat_state(nnx.state(saved, WEIGHTS)))
+  theirs = dict(nnx.to_flat_state(weights.filter(WEIGHTS)))
   name = lambda path: '.'.join(map(str, path))
   missing = [name(p) for p in ours if p not in theirs]
   mismatched = [f'{name(p)} {theirs[p].shape} -> {v.shape}' for p, v in ours.items()
                 if p in theirs and theirs[p].shape != v.shape]
   if missing or (mismatched and not keep_mismatched):
     raise ValueError(
-        f'the {meta["model"]} weights in {directory} do not fit {getattr(model, "name", "model")}: '
+        f'{what} do not fit {getattr(model, "name", "model")}: '
         f'missing {", ".join(missing) or "-"}; different shapes {"; ".join(mismatched) or "-"}. '
         'Use the same model, and keep_mismatched=True to re-initialise a classifier of another '
         'class count.')
