@@ -183,3 +183,34 @@ def test_forced_host_devices_share_the_cores_and_split_the_batch():
   result = subprocess.run([sys.executable, '-c', script], env=env, cwd=root, capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
+def test_concurrent_calls_share_the_cores():
+  """XLA runs independent custom calls at once (an Inception-like block of six branches); each
+  call takes all the cores, so oneDNN's own timestamps (ONEDNN_VERBOSE) show no two convolutions
+  running at the same time (without the shared budget some overlap: two OpenMP teams per core)."""
+  script = textwrap.dedent('''
+      import jax, jax.numpy as jnp, numpy as np
+      from cnn_jax import kernels
+      rng = np.random.default_rng(0)
+      x = rng.standard_normal((8, 28, 28, 64), np.float32)
+      ws = [rng.standard_normal((k, k, 64, 32), np.float32) for k in (1, 3, 5, 1, 3, 1)]
+      conv = lambda x, w: kernels.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      branches = lambda x, ws: sum(jnp.sum(jnp.sin(conv(jax.nn.relu(x), w))) for w in ws)
+      step = jax.jit(jax.grad(branches, argnums=(0, 1)))
+      x, ws = jax.device_put((x, ws))
+      for _ in range(10):
+        jax.block_until_ready(step(x, ws))
+  ''')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', ONEDNN_VERBOSE='1', ONEDNN_VERBOSE_TIMESTAMP='1')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, '-c', script], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # onednn_verbose,exec,cpu,convolution,...,<start ms> is field 1, the last field the duration
+  spans = sorted((float(f[1]), float(f[1]) + float(f[-1])) for f in (
+      line.split(',') for line in result.stdout.splitlines())
+                 if f[0] == 'onednn_verbose' and f[2:5] == ['exec', 'cpu', 'convolution'])
+  assert len(spans) == 10 * 6 * 3
+  assert all(start >= end for (_, end), (start, _) in zip(spans, spans[1:])), spans

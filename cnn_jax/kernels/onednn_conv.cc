@@ -6,7 +6,10 @@
 // kernel dilation, >= 1), groups (XLA's feature_group_count) and threads (the OpenMP team that
 // oneDNN runs the call on). Built by `make kernels`; loaded by cnn_jax/kernels/conv.py.
 #include <omp.h>
+#include <sched.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -146,6 +149,40 @@ const Entry& Lookup(Kind kind, const Geometry& g, int64_t threads) {
   return *entry;
 }
 
+// The cores every oneDNN call of the process shares: XLA runs independent custom calls (of one
+// device, or of several forced host devices) at once, and together they never run more OpenMP
+// threads than the process has cores; a call waits until its `threads` are free.
+class Cores {
+ public:
+  explicit Cores(int want) : held_(std::min(want, Total())) {
+    std::unique_lock<std::mutex> lock(Mutex());
+    Freed().wait(lock, [this] { return Free() >= held_; });
+    Free() -= held_;
+  }
+  ~Cores() {
+    {
+      std::lock_guard<std::mutex> lock(Mutex());
+      Free() += held_;
+    }
+    Freed().notify_all();
+  }
+  Cores(const Cores&) = delete;
+  Cores& operator=(const Cores&) = delete;
+
+ private:
+  static int Total() {
+    static const int total = [] {
+      cpu_set_t set;
+      return sched_getaffinity(0, sizeof(set), &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+    }();
+    return total;
+  }
+  static int& Free() { static int free = Total(); return free; }
+  static std::mutex& Mutex() { static std::mutex mutex; return mutex; }
+  static std::condition_variable& Freed() { static std::condition_variable cv; return cv; }
+  const int held_;
+};
+
 // Per-thread working memory (reordered kernel + scratchpad), grown on demand.
 void* Workspace(size_t bytes) {
   struct Free { void operator()(void* p) const { std::free(p); } };
@@ -184,6 +221,7 @@ ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer out
     const Entry& e = Lookup(kind, g, threads);
     auto& engine = Engine();
     dnnl::stream stream(engine);
+    Cores cores(static_cast<int>(threads));
     char* work = static_cast<char*>(
         Workspace((e.reorder ? e.wei.get_size() : 0) + e.scratch_bytes + 4096));
     const size_t wei_bytes = e.reorder ? (e.wei.get_size() + 4095) / 4096 * 4096 : 0;
