@@ -22,9 +22,10 @@ kernels: $(VENV)/.installed
 	  "(needs g++ and the onednn wheels of requirements.txt, x86-64 Linux); convolutions stay XLA's."
 
 $(KERNELS): cnn_jax/kernels/onednn_conv.cc $(VENV)/.installed
-	g++ -O3 -std=c++17 -shared -fPIC -fopenmp -Wall -o $@ $< \
+	g++ -O3 -std=c++17 -shared -fPIC -fopenmp -Wall -o $@.tmp $< \
 	  -isystem "$$($(PY) -c 'import jax; print(jax.ffi.include_dir())')" -isystem $(VENV_DIR)/include \
 	  -L$(VENV_DIR)/lib -ldnnl -Wl,-rpath,$(VENV_DIR)/lib
+	mv $@.tmp $@  # atomically: a running process keeps the library it mapped
 
 models: setup
 	$(PY) -m cnn_jax.models
