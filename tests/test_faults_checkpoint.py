@@ -20,8 +20,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from cnn_jax import checkpoint, metrics, trainer
 
@@ -47,15 +45,6 @@ def _train(workdir, cache, *args, **kwargs):
   return _run(['train.py', f'--config={CONFIG}', f'--workdir={workdir}',
                '--config.checkpoint_every_steps=2', '--config.eval_every_steps=2',
                '--config.log_every_steps=1', '--config.keep_checkpoints=3', *args], cache, **kwargs)
-
-
-def _config(*overrides):
-  """The run's config with train.py-style overrides, parsed in-process."""
-  argv = ['train.py', f'--config={REPO}/{CONFIG}', *overrides]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', flag_values=values, sys_argv=argv)
-  values(argv)
-  return values.config
 
 
 def _read_only_prefix():
@@ -255,12 +244,13 @@ def test_eval_falls_back_from_a_damaged_latest_checkpoint(trained, cache, tmp_pa
     ('--config.ema_decay=0.999', 'ema_decay: checkpoint has 0.0, this config has 0.999'),
 ])
 def test_resume_with_another_state_layout_names_the_field_and_the_ways_out(
-    trained, tmp_path, override, message):
+    trained, tmp_path, override, message, parse_config):
   """The old code failed inside Orbax with a tree mismatch suggesting a setting train.py lacks."""
   workdir = _copy(trained, tmp_path)
   saved_config = (workdir / 'config.json').read_bytes()
   with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
-    trainer.train_and_evaluate(_config(override, '--config.num_train_steps=8'), str(workdir))
+    trainer.train_and_evaluate(parse_config(CONFIG, override, '--config.num_train_steps=8'),
+                               str(workdir))
   text = str(e.value)
   assert message in text
   assert f'{workdir / "config.json"}' in text
@@ -268,13 +258,13 @@ def test_resume_with_another_state_layout_names_the_field_and_the_ways_out(
   assert (workdir / 'config.json').read_bytes() == saved_config
 
 
-def test_the_way_out_starts_a_new_run_from_the_refused_checkpoint(trained, tmp_path):
+def test_the_way_out_starts_a_new_run_from_the_refused_checkpoint(trained, tmp_path, parse_config):
   """--config.init_weights=<step directory> (the error's advice) starts an RMSProp run from the SGD
   run's weights. Learning rate 0: every update is 0 x (something finite), so the weights after one
   step are exactly the step-6 weights (the BatchNorm statistics do move, in train mode)."""
   step6 = trained / 'checkpoints' / '6'
-  trainer.train_and_evaluate(_config(
-      '--config.optimizer.name=rmsprop', '--config.optimizer.lr=0', '--config.num_train_steps=1',
+  trainer.train_and_evaluate(parse_config(
+      CONFIG, '--config.optimizer.name=rmsprop', '--config.optimizer.lr=0', '--config.num_train_steps=1',
       '--config.eval_every_steps=-1', '--config.checkpoint_every_steps=1',
       f'--config.init_weights={step6}'), str(tmp_path / 'new'))
   _, new, _ = checkpoint.load_state(tmp_path / 'new')
@@ -285,14 +275,14 @@ def test_the_way_out_starts_a_new_run_from_the_refused_checkpoint(trained, tmp_p
     np.testing.assert_array_equal(x, flat_old[path], err_msg=jax.tree_util.keystr(path))
 
 
-def test_refused_resume_of_another_model_leaves_config_json(trained, tmp_path):
+def test_refused_resume_of_another_model_leaves_config_json(trained, tmp_path, parse_config):
   """The old code wrote the new config.json before refusing, so eval.py --workdir then read the old
   checkpoint with the new model's preprocessing."""
   workdir = _copy(trained, tmp_path)
   before = {p: (workdir / p).read_bytes() for p in _files(workdir)}
   with pytest.raises(checkpoint.IncompatibleCheckpointError,
                      match="model: checkpoint has 'resnet_tiny', this config has 'vgg_tiny'"):
-    trainer.train_and_evaluate(_config('--config.model.name=vgg_tiny'), str(workdir))
+    trainer.train_and_evaluate(parse_config(CONFIG, '--config.model.name=vgg_tiny'), str(workdir))
   assert {p: (workdir / p).read_bytes() for p in _files(workdir)} == before  # nothing written
 
 

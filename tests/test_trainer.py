@@ -15,8 +15,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from cnn_jax import checkpoint, config as config_lib, trainer
 
@@ -75,49 +73,46 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(cache, tmp_p
     checkpoint.load_state(tmp_path)
 
 
-def _parse(*overrides):
-  """Parse train.py-style --config flags in-process (no subprocess, no compile)."""
-  argv = ['train.py', f'--config={REPO}/configs/quickstart.py:runlocal', *overrides]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', flag_values=values, sys_argv=argv)
-  values(argv)
-  return values.config
+@pytest.fixture(name='parse_runlocal')
+def fixture_parse(parse_config):
+  """Parse train.py-style --config flags of the quickstart runlocal recipe in-process."""
+  return lambda *overrides: parse_config('configs/quickstart.py:runlocal', *overrides)
 
 
-def test_unknown_key_and_wrong_type_fail_clearly():
+def test_unknown_key_and_wrong_type_fail_clearly(parse_runlocal):
   with pytest.raises(Exception, match='learning_rate'):
-    _parse('--config.optimizer.learning_rate=0.1')
+    parse_runlocal('--config.optimizer.learning_rate=0.1')
   with pytest.raises(Exception, match='batch_size'):
-    _parse('--config.batch_size=many')
-  config = _parse('--config.batch_size=32')
+    parse_runlocal('--config.batch_size=many')
+  config = parse_runlocal('--config.batch_size=32')
   config.unlock()
   config.batch_sise = 3
   with pytest.raises(ValueError, match="unknown config key 'batch_sise'"):
     config_lib.validate(config)
 
 
-def test_image_too_small_for_the_model_fails_before_compiling(tmp_path):
-  config = _parse('--config.model.name=alexnet2012_tiny', '--config.image_size=32')
+def test_image_too_small_for_the_model_fails_before_compiling(tmp_path, parse_runlocal):
+  config = parse_runlocal('--config.model.name=alexnet2012_tiny', '--config.image_size=32')
   with pytest.raises(ValueError, match=r'image_size=32 is too small for alexnet2012_tiny.*67'):
     trainer.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / 'checkpoints').exists()
 
 
-def test_workdir_of_another_model_is_refused(tmp_path):
+def test_workdir_of_another_model_is_refused(tmp_path, parse_runlocal):
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, identity={
       'model': 'vgg_tiny', 'num_classes': 10, 'image_size': 32})
   ckpt.manager.save(1, args=checkpoint.ocp.args.Composite(
       state=checkpoint.ocp.args.StandardSave({'x': np.zeros(2)})),
       custom_metadata=ckpt.identity)
   ckpt.close()
-  config = _parse('--config.num_train_steps=1')  # resnet_tiny
+  config = parse_runlocal('--config.num_train_steps=1')  # resnet_tiny
   with pytest.raises(checkpoint.IncompatibleCheckpointError,
                      match="model: checkpoint has 'vgg_tiny', this config has 'resnet_tiny'"):
     trainer.train_and_evaluate(config, str(tmp_path))
 
 
 @pytest.mark.slow
-def test_fine_tune_starts_from_converted_weights(tmp_path):
+def test_fine_tune_starts_from_converted_weights(tmp_path, parse_runlocal):
   """init_weights: every weight but the classifier (7 classes saved, 10 trained) comes from the file."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from cnn_jax import models  # pylint: disable=g-import-not-at-top
@@ -129,7 +124,7 @@ def test_fine_tune_starts_from_converted_weights(tmp_path):
   saved = dict(nnx.to_flat_state(nnx.filter_state(source, nnx.Param)))
   weights.save(str(tmp_path / 'weights'), 'resnet_tiny', source, {'num_classes': 7})
   # lr 0: the one training step leaves the parameters as they were loaded.
-  config = _parse('--config.num_train_steps=1', '--config.optimizer.lr=0.0',
+  config = parse_runlocal('--config.num_train_steps=1', '--config.optimizer.lr=0.0',
                   '--config.eval_every_steps=-1', f'--config.init_weights={tmp_path / "weights"}')
   trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   _, state, _ = checkpoint.load_state(str(tmp_path / 'run'))
@@ -144,11 +139,11 @@ def test_fine_tune_starts_from_converted_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_gradient_accumulation_equals_one_big_batch():
+def test_gradient_accumulation_equals_one_big_batch(parse_runlocal):
   """Without BatchNorm or dropout, 4 micro-batches of 4 give the update of one batch of 16."""
   import functools  # pylint: disable=g-import-not-at-top
   from cnn_jax import metrics as metrics_lib, optim  # pylint: disable=g-import-not-at-top
-  config = _parse('--config.model.name=alexnet2012_tiny', '--config.image_size=67',
+  config = parse_runlocal('--config.model.name=alexnet2012_tiny', '--config.image_size=67',
                   '--config.optimizer.weight_decay=1e-3')
   config.unlock()
   config.model.kwargs.dropout = 0.0
