@@ -61,8 +61,6 @@ def test_every_model_has_its_convention_and_geometry():
     np.testing.assert_allclose(info.std, std, rtol=1e-12, err_msg=name)
     # torchvision-derived models are evaluated on torchvision's eval pixels, the others exactly.
     assert info.eval_geometry == ('torchvision' if name in TORCHVISION else 'exact'), name
-  for name in models.list_models():
-    assert models.get_info(name).input_convention in registry.INPUT_CONVENTIONS, name
 
 
 def test_torchvision_models_use_torchvision_weights_normalisation():

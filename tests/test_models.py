@@ -14,6 +14,52 @@ from cnn_jax.models import stats
 
 PUBLISHED = [n for n in models.list_models() if models.get_info(n).params is not None]
 
+# Parameter counts at 1000 classes, written here from independent sources (not from the registry):
+# TV = torchvision 0.29 `num_params` in the IMAGENET1K_V1 weights' meta; HAND = counted by hand from
+# the paper's layer table (layer by layer: weights + biases [+ BN scale/offset]).
+_TV = {
+    'alexnet': 61_100_840, 'vgg11': 132_863_336, 'vgg11_bn': 132_868_840, 'vgg13': 133_047_848,
+    'vgg13_bn': 133_053_736, 'vgg16': 138_357_544, 'vgg16_bn': 138_365_992,
+    'vgg19': 143_667_240, 'vgg19_bn': 143_678_248, 'resnet18': 11_689_512,
+    'resnet34': 21_797_672, 'resnet50': 25_557_032, 'resnet101': 44_549_160,
+    'resnet152': 60_192_808, 'googlenet': 6_624_904, 'inception_v3': 27_161_264,
+    'squeezenet1_0': 1_248_424, 'squeezenet1_1': 1_235_496, 'mobilenet_v2': 3_504_872,
+    'densenet121': 7_978_856,
+}
+PARAMS = {
+    **_TV,
+    # HAND, Krizhevsky et al. 2012 Fig. 2 (227 px; conv2/4/5 see half their inputs):
+    # conv1 11*11*3*96+96, conv2 5*5*48*256+256, conv3 3*3*256*384+384, conv4 3*3*192*384+384,
+    # conv5 3*3*192*256+256, fc6 9216*4096+4096, fc7 4096*4096+4096, fc8 4096*1000+1000.
+    'alexnet2012': (11 * 11 * 3 * 96 + 96 + 5 * 5 * 48 * 256 + 256 + 3 * 3 * 256 * 384 + 384
+                    + 3 * 3 * 192 * 384 + 384 + 3 * 3 * 192 * 256 + 256 + 9216 * 4096 + 4096
+                    + 4096 * 4096 + 4096 + 4096 * 1000 + 1000),
+    # HAND: torchvision alexnet + BatchNorm scale/offset after 5 convs and 2 hidden FC layers.
+    'bn_alexnet': 61_100_840 + 2 * (64 + 192 + 384 + 256 + 256 + 4096 + 4096),
+    # HAND, Caffe nin_imagenet: mlpconv (11x11/4 96, 96, 96), (5x5 256, 256, 256),
+    # (3x3 384, 384, 384), (3x3 1024, 1024, 1000), every conv with a bias.
+    'nin': (11 * 11 * 3 * 96 + 96 + 2 * (96 * 96 + 96) + 5 * 5 * 96 * 256 + 256
+            + 2 * (256 * 256 + 256) + 3 * 3 * 256 * 384 + 384 + 2 * (384 * 384 + 384)
+            + 3 * 3 * 384 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 1000 + 1000),
+    # HAND, imagenet-multiGPU.torch ninbn.lua: NiN's convs with BN (scale/offset) after each, the
+    # last 1x1 giving 1024 channels, then Linear(1024 -> 1000).
+    'bn_nin': (11 * 11 * 3 * 96 + 96 + 2 * (96 * 96 + 96) + 5 * 5 * 96 * 256 + 256
+               + 2 * (256 * 256 + 256) + 3 * 3 * 256 * 384 + 384 + 2 * (384 * 384 + 384)
+               + 3 * 3 * 384 * 1024 + 1024 + 2 * (1024 * 1024 + 1024)
+               + 2 * 3 * (96 + 256 + 384 + 1024) + 1024 * 1000 + 1000),
+    # He et al. 2016 v1 moves a stride, not a weight: the same count as torchvision's resnet50.
+    'resnet50_v1': 25_557_032,
+    # HAND: googlenet (TV) with the paper's true 5x5 branch (GoogLeNet Table 1) instead of
+    # torchvision's 3x3: + (25 - 9) * (#5x5 reduce) * (#5x5) over the nine inception modules.
+    'googlenet_paper': 6_624_904 + 16 * (16 * 32 + 32 * 96 + 16 * 48 + 24 * 64 + 24 * 64
+                                         + 32 * 64 + 32 * 128 + 32 * 128 + 48 * 128),
+    # timm's port of the TF-slim inception_v4 checkpoint (timm inception_v4 model card).
+    'inception_v4': 42_679_816,
+    # REGRESSION PIN: ENet's ImageNet classifier is ours (enet.py states every choice); no
+    # independent count exists. These numbers were read from this code.
+    'enet': 467_156, 'enet_v2': 527_764,
+}
+
 
 def _output_shape(name, size, num_classes=7, batch=2, **kwargs):
   model = stats.abstract_model(name, num_classes, **kwargs)
@@ -25,7 +71,8 @@ def _output_shape(name, size, num_classes=7, batch=2, **kwargs):
 
 @pytest.mark.parametrize('name', PUBLISHED)
 def test_exact_parameter_count(name):
-  assert stats.count_params(stats.abstract_model(name)) == models.get_info(name).params
+  assert stats.count_params(stats.abstract_model(name)) == PARAMS[name]
+  assert models.get_info(name).params == PARAMS[name]  # what the registry and README print
 
 
 @pytest.mark.parametrize('name', models.list_models())
@@ -47,7 +94,14 @@ def test_unknown_model_lists_known_ones():
     models.create('alexnet2013')
 
 
-@pytest.mark.parametrize('name,gmacs', [('alexnet', 0.714), ('alexnet2012', 0.724)])
+# alexnet: torchvision's `_ops` (IMAGENET1K_V1 meta). alexnet2012, by hand from Fig. 2 at 227 px:
+# conv1 55^2*363*96, conv2 27^2*1200*256, conv3 13^2*2304*384, conv4 13^2*1728*384,
+# conv5 13^2*1728*256, fc 9216*4096 + 4096^2 + 4096*1000 = 0.7244 G.
+@pytest.mark.parametrize('name,gmacs', [
+    ('alexnet', 0.714),
+    ('alexnet2012', (55**2 * 363 * 96 + 27**2 * 1200 * 256 + 13**2 * 2304 * 384
+                     + 13**2 * 1728 * 384 + 13**2 * 1728 * 256
+                     + 9216 * 4096 + 4096**2 + 4096 * 1000) / 1e9)])
 def test_macs_match_reference(name, gmacs):
   info = models.get_info(name)
   macs = stats.count_macs(stats.abstract_model(name), info.input_size) / 1e9

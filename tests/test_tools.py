@@ -46,6 +46,8 @@ def analysis(tmp_path_factory):
 
 
 def test_model_table_has_one_row_per_model_with_counts_from_stats(analysis):
+  # Plumbing: the table carries the counts of `stats` (themselves tested against published counts in
+  # test_models.py / test_model_behaviour.py), not values of its own.
   columns, rows = _read_csv(analysis / 'analysis.csv')
   assert tuple(columns) == analyze.MODEL_COLUMNS
   assert [r['model'] for r in rows] == list(TINY)
@@ -99,7 +101,7 @@ def test_markdown_tables(analysis):
 def test_figures_are_pngs_of_the_expected_size(analysis, name):
   path = analysis / name
   assert path.stat().st_size > 10_000
-  assert _png_size(path) == (analyze.FIGSIZE[0] * analyze.DPI, analyze.FIGSIZE[1] * analyze.DPI)
+  assert _png_size(path) == (1000, 700)  # 10 x 7 inches at 100 dpi, as the README shows them
   with Image.open(path) as img:
     assert len(np.unique(np.asarray(img.convert('L')))) > 10  # something is drawn
 
@@ -233,6 +235,8 @@ def test_filters_draws_the_trained_first_layer_in_two_towers(workdir, tmp_path, 
     saved = checkpointer.restore(workdir / 'checkpoints' / '1' / 'state')
   trained = np.asarray(saved['params']['conv1']['kernel']['value'])
   assert trained.shape == (11, 11, 3, 16)
+  # Plumbing: the PNG is kernel_grid of the checkpoint's kernels (kernel_grid's layout is checked by
+  # hand in test_kernel_grid_puts_each_tower_in_its_own_block).
   with Image.open(out) as img:
     want = filters.kernel_grid(trained, towers=2, scale=3)
     np.testing.assert_array_equal(np.asarray(img.convert('RGB')), want)
