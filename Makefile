@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test models kernels
+.PHONY: setup setup-gpu quickstart test models kernels
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,6 +11,15 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 setup: $(VENV)/.installed kernels
+
+# A GPU machine: jax with its CUDA plugin (requirements-gpu.txt) and torch/torchvision for
+# benchmarks/train_step.py's comparison, in $(VENV); then `make test` and the benchmark run as here.
+setup-gpu:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-gpu.txt -r requirements-torch.txt
+	$(PY) -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
+	touch $(VENV)/.installed
 
 # oneDNN convolutions for CPU (cnn_jax/kernels): compiled against the onednn wheels that
 # requirements.txt installs into $(VENV) and jaxlib's XLA FFI headers. If it cannot be built, every

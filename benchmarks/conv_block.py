@@ -24,11 +24,6 @@ from jax import lax
 
 from cnn_jax import kernels
 
-_BATCH = flags.DEFINE_integer('batch', 16, 'Batch size.')
-_SIZE = flags.DEFINE_integer('size', 56, 'Height and width.')
-_CHANNELS = flags.DEFINE_integer('channels', 64, 'Input and output channels of every convolution.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per path (after one warm-up).')
-_DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'float32 and/or bfloat16.')
 _DEPTH = 4
 
 
@@ -65,15 +60,18 @@ def jax_block(conv, x, kernels_):
 
 
 def torch_block(x, kernels_, threads: int):
-  """One eager forward + backward of the block in PyTorch (None without torch)."""
+  """One forward + backward of the block in eager PyTorch, on its GPU where it has one (None
+  without torch)."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
   torch.set_num_threads(threads)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
   dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[str(x.dtype)]
-  channels_last = lambda a, perm: (torch.from_numpy(np.array(a, np.float32)).permute(*perm).to(dtype)
-                                   .contiguous(memory_format=torch.channels_last).requires_grad_())
+  channels_last = lambda a, perm: (torch.from_numpy(np.array(a, np.float32)).permute(*perm)
+                                   .to(device, dtype).contiguous(memory_format=torch.channels_last)
+                                   .requires_grad_())
   tx = channels_last(x, (0, 3, 1, 2))
   tws = [channels_last(w, (3, 2, 0, 1)) for w in kernels_]
 
@@ -82,23 +80,20 @@ def torch_block(x, kernels_, threads: int):
     for w in tws:
       y = torch.nn.functional.conv2d(y, w, padding=1)
     (y.float().square().sum() / 2).backward()
+    if device == 'cuda':
+      torch.cuda.synchronize()
 
   return run
 
 
-def main(argv):
-  del argv
-  if kernels.unavailable_reason():
-    raise SystemExit(kernels.unavailable_reason())
-  batch, size, channels, repeats = _BATCH.value, _SIZE.value, _CHANNELS.value, _REPEATS.value
+def table(batch: int, size: int, channels: int, repeats: int, dtypes) -> list[str]:
+  """The Markdown table's lines: XLA's convolution, `cnn_jax.kernels` (oneDNN on CPU, XLA's on a
+  GPU) and PyTorch, per dtype."""
   flops = block_flops(batch, size, channels)
-  threads = kernels.threads()
-  print(f'Block: {_DEPTH} x conv3x3, {batch}x{size}x{size}x{channels}, forward + backward '
-        f'({flops / 1e9:.1f} GFLOP); {threads} thread(s); fastest of {repeats}.\n')
-  print('| dtype | path | GFLOP/s (fastest) | GFLOP per CPU-second | speed vs XLA |')
-  print('| --- | --- | --- | --- | --- |')
+  lines = ['| dtype | path | GFLOP/s (fastest) | GFLOP per CPU-second | speed vs XLA |',
+           '| --- | --- | --- | --- | --- |']
   keys = jax.random.split(jax.random.key(0), _DEPTH + 1)
-  for name in _DTYPES.value:
+  for name in dtypes:
     dtype = jnp.dtype(name)
     x = jax.random.normal(keys[0], (batch, size, size, channels), dtype)
     ws = [(jax.random.normal(k, (3, 3, channels, channels)) / np.sqrt(9 * channels)).astype(dtype)
@@ -106,13 +101,32 @@ def main(argv):
     runs = {'XLA': jax_block(lax.conv_general_dilated, x, ws)}
     if kernels.supports(dtype):
       runs['oneDNN kernel'] = jax_block(kernels.conv_general_dilated, x, ws)
-    if (torch_run := torch_block(x, ws, threads)) is not None:
+    if (torch_run := torch_block(x, ws, kernels.threads())) is not None:
       runs['PyTorch'] = torch_run
     best = fastest(runs, repeats)
     for path, (wall, cpu) in best.items():
-      print(f'| {name} | {path} | {flops / wall / 1e9:.0f} | {flops / cpu / 1e9:.0f} '
-            f'| {best["XLA"][0] / wall:.1f}x |')
+      lines.append(f'| {name} | {path} | {flops / wall / 1e9:.0f} | {flops / cpu / 1e9:.0f} '
+                   f'| {best["XLA"][0] / wall:.1f}x |')
+  return lines
+
+
+def main(argv):
+  del argv
+  if kernels.unavailable_reason():
+    raise SystemExit(kernels.unavailable_reason())
+  batch, size, channels, repeats = (FLAGS.batch, FLAGS.size, FLAGS.channels, FLAGS.repeats)
+  print(f'Block: {_DEPTH} x conv3x3, {batch}x{size}x{size}x{channels}, forward + backward '
+        f'({block_flops(batch, size, channels) / 1e9:.1f} GFLOP); {kernels.threads()} thread(s); '
+        f'fastest of {repeats}.\n')
+  print('\n'.join(table(batch, size, channels, repeats, FLAGS.dtypes)))
 
 
 if __name__ == '__main__':
+  # Defined only when run as a script: benchmarks/train_step.py imports this module.
+  flags.DEFINE_integer('batch', 16, 'Batch size.')
+  flags.DEFINE_integer('size', 56, 'Height and width.')
+  flags.DEFINE_integer('channels', 64, 'Input and output channels of every convolution.')
+  flags.DEFINE_integer('repeats', 5, 'Timed runs per path (after one warm-up).')
+  flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'float32 and/or bfloat16.')
+  FLAGS = flags.FLAGS
   app.run(main)

@@ -1,34 +1,39 @@
-"""Training-step speed: the trainer's own jitted step per model, fp32 and bf16, against torchvision.
+"""Training-step speed: the trainer's own jitted step per model, fp32 and bf16, against PyTorch.
 
-  python -m benchmarks.train_step --models=resnet18,alexnet --batch=32 --steps=5
+  python -m benchmarks.train_step            # the 8 models below, fp32 and bf16, batch 16
 
-For each model at its registry resolution (224; 227 for alexnet2012; 299 for Inception v3) and batch
-32: compile time, step time and images/s of `cnn_jax.trainer`'s train step (SGD + momentum + weight
-decay, synthetic data, one device), in float32 and in bfloat16 compute. Where torch and torchvision
-are importable and torchvision has the model, the same for an eager PyTorch step (SGD, CE loss; bf16
-through CPU/GPU autocast) and the ratio jax/torch images/s. Prints a Markdown table.
+For each model at its registry resolution (224; 227 for alexnet2012; 299 for Inception v3): compile
+time, step time and images/s of `cnn_jax.trainer`'s train step (`trainer.train_step_fn`: SGD +
+momentum + weight decay, synthetic data, one device: the first GPU, or the CPU), in float32 and in
+bfloat16 compute; then the same for an eager PyTorch step of torchvision's model (alexnet2012: the
+same layers in torch.nn, torchvision has none), channels-last, SGD, cross-entropy (plus 0.3 x the
+auxiliary heads' loss where both have them), bf16 through autocast (AMP) on CPU or GPU; and the
+ratio jax / torch images/s. Each step time is the median of `steps` timed steps after a warm-up.
+Then the conv block of `benchmarks/conv_block.py` (GFLOP/s of XLA's convolution, the oneDNN kernel
+and PyTorch's). Prints Markdown tables. The same command runs on a GPU machine.
 """
 
 from __future__ import annotations
 
-import functools
+import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from flax import nnx
 
+from benchmarks import conv_block
 from cnn_jax import config as config_lib
-from cnn_jax import metrics as metrics_lib
-from cnn_jax import models, optim, parallel, trainer
+from cnn_jax import kernels, models, parallel, trainer
 
-_MODELS = flags.DEFINE_list('models', ['resnet18', 'alexnet'], 'Registry names to time.')
-_BATCH = flags.DEFINE_integer('batch', 32, 'Global batch size.')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps (after one warm-up step).')
+MODELS = ['resnet18', 'resnet50', 'alexnet', 'alexnet2012', 'vgg16', 'googlenet', 'inception_v3',
+          'mobilenet_v2']
+_MODELS = flags.DEFINE_list('models', MODELS, 'Registry names to time.')
+_BATCH = flags.DEFINE_integer('batch', 16, 'Batch size.')
+_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after one warm-up step).')
 _PRECISIONS = flags.DEFINE_list('precisions', ['fp32', 'bf16'], 'fp32 and/or bf16 compute.')
-_TORCH = flags.DEFINE_bool('torch', True, 'Also time torchvision where importable.')
+_TORCH = flags.DEFINE_bool('torch', True, 'Also time PyTorch where importable.')
+_CONV_BLOCK = flags.DEFINE_bool('conv_block', True, "Also time benchmarks/conv_block.py's block.")
 
 # cnn_jax name -> (torchvision constructor name, kwargs)
 TORCHVISION = {
@@ -41,6 +46,18 @@ TORCHVISION = {
     'squeezenet1_0': ('squeezenet1_0', {}), 'squeezenet1_1': ('squeezenet1_1', {}),
     'mobilenet_v2': ('mobilenet_v2', {}), 'densenet121': ('densenet121', {}),
 }
+AUX_LOSS_WEIGHT = 0.3
+
+
+def median_step(step, steps: int) -> float:
+  """Median seconds of `steps` calls of `step` (which blocks until done), after one warm-up."""
+  step()
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
 
 
 def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float]:
@@ -50,98 +67,118 @@ def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[s
   c.image_size = size
   c.batch_size = batch
   c.num_classes = 1000
+  c.num_train_steps = 1000
   c.half_precision = bf16
   c.optimizer.weight_decay = 1e-4
-  if name.startswith('inception') or name.startswith('googlenet'):
-    c.aux_loss_weight = 0.3
-  mesh = parallel.make_mesh({'data': 1, 'model': 1}, devices=jax.devices()[:1])
-  tx = optim.make_optimizer(c, steps_per_epoch=1000, total_steps=100_000)
-  init = functools.partial(trainer._init_state, c, 1000, tx, None)  # pylint: disable=protected-access
-  abstract = jax.eval_shape(init)
-  shardings = parallel.state_shardings(abstract, mesh)
-  graphdef, _, rng_state, _ = trainer._split(  # pylint: disable=protected-access
-      nnx.eval_shape(lambda: trainer._build_model(c, 1000)))  # pylint: disable=protected-access
-  rng_state = trainer._placeholder_rngs(rng_state)  # pylint: disable=protected-access
-  state = jax.jit(init, out_shardings=shardings)()
-  acc_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), metrics_lib.zeros())
-  acc = jax.device_put(metrics_lib.zeros(), acc_sharding)
-  rng = np.random.default_rng(0)
-  batch_np = {'image': rng.standard_normal((batch, size, size, 3), np.float32),
-              'label': rng.integers(0, 1000, batch).astype(np.int32),
-              'mask': np.ones(batch, bool)}
-  data = parallel.global_batch(batch_np, mesh)
+  if models.get_info(name).family in ('googlenet', 'inception'):
+    c.aux_loss_weight = AUX_LOSS_WEIGHT
+  step = trainer.train_step_fn(c)
   t0 = time.perf_counter()
-  step = jax.jit(
-      functools.partial(trainer._train_step, graphdef=graphdef,  # pylint: disable=protected-access
-                        rng_state=rng_state, config=c, tx=tx),
-      in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
-      out_shardings=(shardings, acc_sharding), donate_argnums=(0, 1),
-  ).lower(state, acc, data).compile()
+  with jax.set_mesh(step.mesh):
+    compiled = step.fn.lower(*step.args).compile()
   compile_s = time.perf_counter() - t0
-  state, acc = step(state, acc, data)
-  jax.block_until_ready(acc)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, acc = step(state, acc, data)
-  jax.block_until_ready(acc)
-  step_s = (time.perf_counter() - t0) / steps
+  rng = np.random.default_rng(0)
+  data = parallel.global_batch({'image': rng.standard_normal((batch, size, size, 3), np.float32),
+                                'label': rng.integers(0, 1000, batch).astype(np.int32),
+                                'mask': np.ones(batch, bool)}, step.mesh)
+  carry = [step.init(), step.new_acc()]
+
+  def run():
+    carry[:] = compiled(*carry, data)
+    jax.block_until_ready(carry)
+
+  step_s = median_step(run, steps)
   return {'compile_s': compile_s, 'step_s': step_s, 'images_per_s': batch / step_s}
 
 
+def torch_alexnet2012(torch, num_classes: int = 1000):
+  """Krizhevsky et al. 2012's network (cnn_jax's alexnet2012) in torch.nn: two towers as groups=2,
+  LRN (torch divides alpha by size: 5e-4 / 5 = the paper's 1e-4) over all 96/256 channels."""
+  nn = torch.nn
+  lrn = lambda: nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+  return nn.Sequential(
+      nn.Conv2d(3, 96, 11, 4), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
+      nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
+      nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+      nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+      nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+      nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(),
+      nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, num_classes))
+
+
 def time_torch(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float] | None:
-  """The same step in eager PyTorch (torchvision's model), or None where unavailable."""
+  """The same step in eager PyTorch, or None where torch or the model is unavailable."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import torchvision  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
-  if name not in TORCHVISION:
-    return None
-  ctor, kwargs = TORCHVISION[name]
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  model = getattr(torchvision.models, ctor)(num_classes=1000, **kwargs).to(device).train()
+  if name == 'alexnet2012':
+    model = torch_alexnet2012(torch)
+  elif name in TORCHVISION:
+    ctor, kwargs = TORCHVISION[name]
+    model = getattr(torchvision.models, ctor)(num_classes=1000, **kwargs)
+  else:
+    return None
+  model = model.to(device, memory_format=torch.channels_last).train()
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-  x = torch.randn(batch, 3, size, size, device=device)
+  x = torch.randn(batch, 3, size, size, device=device).contiguous(
+      memory_format=torch.channels_last)
   y = torch.randint(0, 1000, (batch,), device=device)
+  ce = lambda logits: torch.nn.functional.cross_entropy(logits.float(), y)
 
   def step():
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
       out = model(x)
-      logits = out.logits if hasattr(out, 'logits') else out
-      loss = torch.nn.functional.cross_entropy(logits.float(), y)
+      if hasattr(out, 'logits'):  # torchvision's Inception/GoogLeNet outputs in train mode
+        aux = [a for k, a in out._asdict().items() if k.startswith('aux') and a is not None]
+        loss = ce(out.logits) + AUX_LOSS_WEIGHT * sum(ce(a) for a in aux)
+      else:
+        loss = ce(out)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
 
-  step()
-  if device == 'cuda':
-    torch.cuda.synchronize()
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    step()
-  if device == 'cuda':
-    torch.cuda.synchronize()
-  step_s = (time.perf_counter() - t0) / steps
+  step_s = median_step(step, steps)
   return {'step_s': step_s, 'images_per_s': batch / step_s}
+
+
+def device_name() -> str:
+  device = jax.devices()[0]
+  if device.platform != 'cpu':
+    return f'{device.device_kind} ({device.platform})'
+  with open('/proc/cpuinfo', encoding='utf-8') as f:
+    names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+  return f'CPU: {names[0] if names else "unknown"}, {kernels.threads()} threads'
 
 
 def main(argv):
   del argv
-  print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), batch {_BATCH.value}, '
-        f'{_STEPS.value} timed steps')
-  print('| model | px | compute | compile s | step s | img/s | torch img/s | jax/torch |')
-  print('| --- | --- | --- | --- | --- | --- | --- | --- |')
+  batch, steps = _BATCH.value, _STEPS.value
+  print(f'{device_name()}; jax {jax.__version__}; batch {batch}; median of {steps} timed steps; '
+        f'oneDNN kernel: {kernels.unavailable_reason() or "built"}\n')
+  print('| model | px | compute | compile s | step s | img/s | torch img/s | jax / torch |')
+  print('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |')
   for name in _MODELS.value:
     size = models.get_info(name).input_size
     for precision in _PRECISIONS.value:
       bf16 = precision == 'bf16'
-      r = time_jax(name, size, _BATCH.value, _STEPS.value, bf16)
-      t = time_torch(name, size, _BATCH.value, _STEPS.value, bf16) if _TORCH.value else None
+      r = time_jax(name, size, batch, steps, bf16)
+      t = time_torch(name, size, batch, steps, bf16) if _TORCH.value else None
       torch_cols = (f"{t['images_per_s']:.1f} | {r['images_per_s'] / t['images_per_s']:.2f}"
                     if t else '- | -')
       print(f"| {name} | {size} | {precision} | {r['compile_s']:.1f} | {r['step_s']:.3f} | "
             f"{r['images_per_s']:.1f} | {torch_cols} |", flush=True)
+  if _CONV_BLOCK.value:
+    print('\nConv block (benchmarks/conv_block.py defaults: 4 x conv3x3, 16x56x56x64, forward + '
+          'backward):\n')
+    print('\n'.join(conv_block.table(16, 56, 64, 5, [
+        {'fp32': 'float32', 'bf16': 'bfloat16'}[p] for p in _PRECISIONS.value])))
 
 
 if __name__ == '__main__':
+  jax.config.update('jax_cuda_visible_devices', '0')  # one device, as torch's step
   app.run(main)

@@ -270,6 +270,42 @@ def _plan(config: ml_collections.ConfigDict) -> _Plan:
                shardings, graphdef, rng_state)
 
 
+def _jit_train_step(config, plan: _Plan):
+  """The jitted train step, (state, acc, batch) -> (state, acc) donating state and acc, and
+  abstract (state, acc, batch) with their shardings; both trace under `jax.set_mesh(plan.mesh)`."""
+  acc_sharding = jax.tree.map(lambda _: parallel.replicated(plan.mesh), metrics_lib.zeros())
+  step = jax.jit(
+      functools.partial(_train_step, graphdef=plan.graphdef, rng_state=plan.rng_state,
+                        config=config, tx=plan.tx),
+      in_shardings=(plan.shardings, acc_sharding, parallel.batch_sharding(plan.mesh)),
+      out_shardings=(plan.shardings, acc_sharding), donate_argnums=(0, 1))
+  acc = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                     jax.eval_shape(metrics_lib.zeros), acc_sharding)
+  args = (ckpt_lib.abstract(plan.abstract_state, plan.shardings), acc,
+          _abstract_batch(config, config.batch_size, plan.mesh))
+  return step, args
+
+
+class TrainStep(NamedTuple):
+  """The trainer's jitted train step for a config (`train_step_fn`)."""
+
+  fn: Any  # jax.jit of (state, acc, batch) -> (state, acc); donates state and acc
+  args: tuple  # abstract (state, acc, batch): ShapeDtypeStructs with their shardings
+  mesh: jax.sharding.Mesh  # lower or export `fn` under `jax.set_mesh(mesh)`
+  init: Any  # () -> the initial train state, on the mesh
+  new_acc: Any  # () -> empty train accumulators, on the mesh
+
+
+def train_step_fn(config: ml_collections.ConfigDict) -> TrainStep:
+  """The train step `train_and_evaluate` runs for `config` (after its checks, see `_plan`), to
+  lower, export (`jax.export.export(fn, platforms=[...])(*args)`) or time outside a run."""
+  plan = _plan(config)
+  fn, args = _jit_train_step(config, plan)
+  return TrainStep(fn, args, plan.mesh, jax.jit(plan.init, out_shardings=plan.shardings),
+                   jax.jit(metrics_lib.zeros, out_shardings=jax.tree.map(
+                       lambda x: x.sharding, args[1])))
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   """Everything `train_and_evaluate` checks before compiling (see `_plan`), without training."""
   _plan(config)
@@ -277,8 +313,9 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Train `config` in `workdir` (resuming from its latest checkpoint); return the final eval metrics."""
+  plan = _plan(config)
   (mesh, num_classes, steps_per_epoch, total_steps, tx, plateau, init, abstract_state, shardings,
-   graphdef, rng_state) = _plan(config)
+   graphdef, rng_state) = plan
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
   name = config.model.name
@@ -314,12 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   new_acc = jax.jit(metrics_lib.zeros, out_shardings=acc_sharding)
   t0 = time.time()
   with jax.set_mesh(mesh):
-    train_step = jax.jit(
-        functools.partial(_train_step, graphdef=graphdef, rng_state=rng_state, config=config,
-                          tx=tx),
-        in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
-        out_shardings=(shardings, acc_sharding), donate_argnums=(0, 1),
-    ).lower(state, new_acc(), _abstract_batch(config, config.batch_size, mesh)).compile()
+    train_step, train_args = _jit_train_step(config, plan)
+    train_step = train_step.lower(*train_args).compile()
     eval_step = jax.jit(
         functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
         in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),

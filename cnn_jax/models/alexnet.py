@@ -25,6 +25,7 @@ resolution), as torchvision does, so that smaller images still fit the 9216-wide
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from cnn_jax import kernels
 from cnn_jax.models import layers
 from cnn_jax.models.registry import register
 
@@ -41,17 +43,28 @@ _zeros = nnx.initializers.zeros
 
 
 def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
-  """`lax.conv_general_dilated` for a grouped NHWC/HWIO conv whose channels are split over mesh
-  `axis`: each device convolves its own groups (`jax.shard_map`), with no communication.
+  """`kernels.conv_general_dilated` for an NHWC/HWIO conv whose output channels are split over mesh
+  `axis`: each device computes its own channels of its share of the batch (`jax.shard_map` over
+  every mesh axis), with no communication. A grouped conv (conv2, conv4, conv5) convolves each
+  tower's own input channels; an ungrouped one (conv1, conv3) all of them, which every device holds.
 
   XLA's SPMD partitioners (Shardy and GSPMD alike) all-gather the kernel of a channel-sharded
-  grouped conv and recompute it on every device instead, so the towers are made explicit here.
+  grouped conv and recompute it on every device instead, and cannot split the oneDNN custom call
+  at all, so the towers are made explicit here. The batch axes are manual here too: the kernel's
+  own split of the batch would nest a second shard_map, whose transpose jax 0.10.2 cannot lower.
   """
-  spec = P(None, None, None, axis)
-  groups = feature_group_count // jax.sharding.get_abstract_mesh().shape[axis]
-  local = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, feature_group_count=groups,
-                                                    **kwargs)
-  return jax.shard_map(local, in_specs=(spec, spec), out_specs=spec, axis_names={axis})(lhs, rhs)
+  mesh = jax.sharding.get_abstract_mesh()
+  batch = tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
+                if name != axis and kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
+  if lhs.shape[0] % math.prod(mesh.shape[name] for name in batch):
+    batch = ()
+  split = P(None, None, None, axis)
+  lhs_spec = P(batch or None, None, None, axis if feature_group_count > 1 else None)
+  out_spec = P(batch or None, None, None, axis)
+  local = lambda x, w: kernels.conv_general_dilated(
+      x, w, *args, feature_group_count=max(1, feature_group_count // mesh.shape[axis]), **kwargs)
+  return jax.shard_map(local, in_specs=(lhs_spec, split), out_specs=out_spec,
+                       axis_names={axis, *batch})(lhs, rhs)
 
 
 class AlexNet2012(nnx.Module):
@@ -84,12 +97,12 @@ class AlexNet2012(nnx.Module):
         return {}
       return {'out_sharding': (None,) * (ndim - 1) + (tower_axis,), 'eager_sharding': False}
     def conv(cin, cout, k, stride=1, padding=0, groups=1, bias=0.0):
-      grouped = {'conv_general_dilated': functools.partial(_tower_conv, axis=tower_axis)}
-      return nnx.Conv(cin, cout, (k, k), stride, padding=layers.pad(padding),
-                      feature_group_count=groups, kernel_init=_normal_001,
-                      bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(4),
-                      bias_metadata=sharded(1), dtype=dtype, rngs=rngs,
-                      **(grouped if tower_axis and groups > 1 else {}))
+      towers = {'conv_general_dilated': functools.partial(_tower_conv, axis=tower_axis)}
+      return layers.conv(cin, cout, (k, k), stride, padding=layers.pad(padding),
+                         feature_group_count=groups, kernel_init=_normal_001,
+                         bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(4),
+                         bias_metadata=sharded(1), dtype=dtype, rngs=rngs,
+                         **(towers if tower_axis else {}))
     def fc(cin, cout, bias=0.0):
       return nnx.Linear(cin, cout, kernel_init=_normal_001,
                         bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(2),
@@ -110,11 +123,8 @@ class AlexNet2012(nnx.Module):
   def _lrn(self, x):
     return layers.local_response_norm(x, groups=self.groups) if self.lrn else x
 
-  def _place(self, x, split: bool):
-    """With `tower_axis`: pin the last (channel) axis of `x` to one tower per device (`split`) or
-    to every device (a gather: the towers exchange activations); the batch axis stays as it is."""
-    if self.tower_axis is None:
-      return x
+  def _check_mesh(self):
+    """With `tower_axis`: fail clearly unless the current mesh has one device per tower."""
     mesh = jax.sharding.get_abstract_mesh()
     if self.tower_axis not in mesh.axis_names or mesh.shape[self.tower_axis] != self.groups:
       raise ValueError(
@@ -122,12 +132,21 @@ class AlexNet2012(nnx.Module):
           f'axis of size {self.groups}, one device per tower, but the current mesh is '
           f'{dict(mesh.shape)}; trace it under `with jax.set_mesh(mesh):`, or build the model '
           'with tower_axis=None')
+
+  def _place(self, x, split: bool):
+    """With `tower_axis`: pin the last (channel) axis of `x` to one tower per device (`split`) or
+    to every device (a gather: the towers exchange activations); the batch axis stays as it is."""
+    if self.tower_axis is None:
+      return x
+    self._check_mesh()
     spec = P(P.UNCONSTRAINED, *(None,) * (x.ndim - 2), self.tower_axis if split else None)
     return jax.lax.with_sharding_constraint(x, spec)
 
   def towers(self, x):
     """conv1..pool2: up to here each tower only sees its own channels (after conv1)."""
     layers.check_input_size(self.name, x, self.min_input_size)
+    if self.tower_axis is not None:
+      self._check_mesh()
     x = self._place(nnx.relu(self.conv1(x)), split=True)
     x = layers.max_pool(self._lrn(x), 3, 2)
     x = self._place(nnx.relu(self.conv2(x)), split=True)
@@ -171,9 +190,9 @@ class AlexNet(nnx.Module):
     cins = (3, *channels[:-1])
     specs = ((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))  # kernel, stride, padding
     self.convs = nnx.List([
-        nnx.Conv(cin, cout, (k, k), s, padding=layers.pad(p),
-                 kernel_init=layers.torch_default_kernel_init,
-                 bias_init=layers.torch_default_bias_init(cin * k * k), dtype=dtype, rngs=rngs)
+        layers.conv(cin, cout, (k, k), s, padding=layers.pad(p),
+                    kernel_init=layers.torch_default_kernel_init,
+                    bias_init=layers.torch_default_bias_init(cin * k * k), dtype=dtype, rngs=rngs)
         for cin, cout, (k, s, p) in zip(cins, channels, specs)])
     fc_in = (6 * 6 * channels[-1], fc_features, fc_features)
     fc_out = (fc_features, fc_features, num_classes)

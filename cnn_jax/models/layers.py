@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cnn_jax import kernels
+
 Dtype = Any
+
+conv = functools.partial(nnx.Conv, conv_general_dilated=kernels.conv_general_dilated)
+"""`nnx.Conv` whose convolution is `cnn_jax.kernels.conv_general_dilated`: oneDNN's on CPU where
+the kernel library is built, XLA's on GPU and everywhere else. Every model builds its convs here."""
 
 
 def pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -129,7 +135,7 @@ class ConvBN(nnx.Module):
   ):
     kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
     ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    self.conv = nnx.Conv(
+    self.conv = conv(
         in_ch, out_ch, kernel, stride, padding=((ph, ph), (pw, pw)), use_bias=False,
         kernel_init=kernel_init or kaiming_normal_fan_out, dtype=dtype, rngs=rngs)
     self.bn = batch_norm(out_ch, eps=eps, scale_init=scale_init, dtype=dtype, rngs=rngs)

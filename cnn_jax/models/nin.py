@@ -45,9 +45,9 @@ class MLPConv(nnx.Module):
       else:
         inits = dict(kernel_init=nnx.initializers.normal(stds[i]),
                      bias_init=nnx.initializers.zeros)
-      convs.append(nnx.Conv(cin, cout, (k, k), stride if i == 0 else 1,
-                            padding=layers.pad(padding if i == 0 else 0), dtype=dtype,
-                            rngs=rngs, **inits))
+      convs.append(layers.conv(cin, cout, (k, k), stride if i == 0 else 1,
+                               padding=layers.pad(padding if i == 0 else 0), dtype=dtype,
+                               rngs=rngs, **inits))
     self.convs = nnx.List(convs)
     self.bns = nnx.List(
         [layers.batch_norm(c, eps=1e-3, dtype=dtype, rngs=rngs) for c in widths]

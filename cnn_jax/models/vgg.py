@@ -41,8 +41,9 @@ class VGG(nnx.Module):
     ends = [len(stage) for stage in stages]
     self.pool_after = tuple(sum(ends[:i + 1]) - 1 for i in range(len(ends)))  # convs before a pool
     self.convs = nnx.List([
-        nnx.Conv(cin, cout, (3, 3), padding=layers.pad(1), kernel_init=layers.kaiming_normal_fan_out,
-                 bias_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
+        layers.conv(cin, cout, (3, 3), padding=layers.pad(1),
+                    kernel_init=layers.kaiming_normal_fan_out, bias_init=nnx.initializers.zeros,
+                    dtype=dtype, rngs=rngs)
         for cin, cout in zip([3, *widths[:-1]], widths)])
     self.bns = nnx.List(
         [layers.batch_norm(c, dtype=dtype, rngs=rngs) for c in widths] if batch_norm else [])
