@@ -141,8 +141,7 @@ def test_fine_tune_starts_from_converted_weights(tmp_path, parse_runlocal):
 @pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch(parse_runlocal):
   """Without BatchNorm or dropout, 4 micro-batches of 4 give the update of one batch of 16."""
-  import functools  # pylint: disable=g-import-not-at-top
-  from cnn_jax import metrics as metrics_lib, optim  # pylint: disable=g-import-not-at-top
+  from cnn_jax import parallel  # pylint: disable=g-import-not-at-top
   config = parse_runlocal('--config.model.name=alexnet2012_tiny', '--config.image_size=67',
                   '--config.optimizer.weight_decay=1e-3')
   config.unlock()
@@ -154,13 +153,11 @@ def test_gradient_accumulation_equals_one_big_batch(parse_runlocal):
   results = []
   for k in (1, 4):
     config.grad_accum_steps = k
-    tx = optim.make_optimizer(config, 10, 100)
-    state = trainer._init_state(config, 10, tx, None)  # pylint: disable=protected-access
-    graphdef, _, rngs, _ = trainer._split(trainer._build_model(config, 10))  # pylint: disable=protected-access
-    step = jax.jit(functools.partial(trainer._train_step, graphdef=graphdef, rng_state=rngs,  # pylint: disable=protected-access
-                                     config=config, tx=tx))
-    state, acc = step(state, metrics_lib.zeros(), batch)
-    results.append((state['params'], acc))
+    config.batch_size = 16
+    step = trainer.train_step_fn(config)  # the trainer's own jitted step
+    with jax.set_mesh(step.mesh):
+      state, acc = step.fn(step.init(), step.new_acc(), parallel.global_batch(batch, step.mesh))
+    results.append(jax.device_get((state['params'], acc)))
   (p1, a1), (p4, a4) = results
   for (path, x), (_, y) in zip(leaves(p1), leaves(p4), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
