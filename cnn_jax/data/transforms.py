@@ -144,6 +144,11 @@ def decode(data, box_of: Callable[[int, int], Box], out: int | None) -> tuple[np
   return pixels, tuple(v / k for v in box)
 
 
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+  """(H, W, 3): a gray (H, W) image repeated in three channels, an RGB one as it is."""
+  return np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels
+
+
 def resample(pixels: np.ndarray, box: Box, out: int, antialias: bool) -> np.ndarray:
   """`box` of `pixels` resized to uint8 RGB (out, out, 3): PIL's antialiased bilinear on the exact box,
   or OpenCV's plain bilinear on the box rounded to whole pixels (at least one). The box is first
@@ -157,7 +162,7 @@ def resample(pixels: np.ndarray, box: Box, out: int, antialias: bool) -> np.ndar
     x0, y0 = min(round(box[0]), w - 1), min(round(box[1]), h - 1)
     x1, y1 = max(round(box[2]), x0 + 1), max(round(box[3]), y0 + 1)
     res = cv2.resize(pixels[y0:y1, x0:x1], (out, out), interpolation=cv2.INTER_LINEAR)
-  return np.stack([res] * 3, axis=-1) if res.ndim == 2 else res
+  return as_rgb(res)
 
 
 def centre_crop(data, resize: float, size: int, geometry: str = 'exact') -> np.ndarray:
@@ -172,7 +177,7 @@ def centre_crop(data, resize: float, size: int, geometry: str = 'exact') -> np.n
       return resample(pixels, box, size, antialias=True)  # float rounding (a grey level or two)
     res = np.asarray(Image.fromarray(pixels).resize((nw, nh), Image.Resampling.BILINEAR))
     res = res[top:top + size, left:left + size]
-    return np.stack([res] * 3, axis=-1) if res.ndim == 2 else res
+    return as_rgb(res)
   pixels, box = decode(data, lambda w, h: centre_box(w, h, resize, size), size)
   return resample(pixels, box, size, antialias=True)
 
