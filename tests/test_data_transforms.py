@@ -216,6 +216,21 @@ def test_unknown_augment_and_bad_crop_fraction_are_explained():
                      process_index=0, process_count=1)
 
 
+def test_a_new_augmentation_is_one_row(photo, monkeypatch):
+  """A row whose box is the 'exact' eval box and that adds nothing else gives the eval transform's
+  pixels, mirrored when the rng's first draw (the flip) is below 1/2."""
+  def centre(w, h, resize, size, rng):
+    return transforms.centre_box(w, h, resize, size)
+  monkeypatch.setitem(transforms.AUGMENTATION_RECIPES, 'centre', transforms.Augmentation(centre))
+  expected = transforms.Transform(None, 224, 256, MEAN, STD)(photo)
+  t = transforms.Transform('centre', 224, 256, MEAN, STD, antialias=True)
+  flips = [np.random.default_rng(seed).random() < 0.5 for seed in range(4)]
+  assert any(flips) and not all(flips)
+  for seed, flip in enumerate(flips):
+    out = t(photo, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out, expected[:, ::-1] if flip else expected)
+
+
 def _write_folder(root, corrupt):
   for split in ('train', 'val'):
     for k, cls in enumerate(('cat', 'dog')):

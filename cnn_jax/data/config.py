@@ -14,15 +14,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   data_dir: the TFDS data_dir, the image-folder root, or the Fashion-MNIST IDX folder (None = default).
   train_split / eval_split: split names (TFDS slicing such as 'train[:90%]' works for TFDS datasets;
     'folder' reads `data_dir/<split>/<class>/<image>`).
-  augment: train augmentation, as the paper of that name defines it (see transforms.py), each with a
-    random horizontal flip: 'alexnet' (AlexNet §4.1: short side to S, centre square, random crop, PCA
-    lighting), 'vgg' (VGG §3.1: scale jittering S in [256, 512], PCA lighting), 'resnet' (ResNet
-    §3.4: S in [256, 480], PCA lighting), 'inception' (GoogLeNet §6 crop: area 8-100 %, aspect
-    3/4-4/3), 'googlenet' (GoogLeNet §6 in full: that crop, Howard 2013 §2.1's random contrast,
-    brightness and colour, factors in [0.5, 1.5], random order, then PCA lighting), 'inception_tf'
-    (TF-slim's Inception v3/v4 preprocess_for_train: sample_distorted_bounding_box area 5-100 %,
-    aspect 0.75-1.33, covering >= 10 %; random brightness +-32/255 then saturation x[0.5, 1.5],
-    clipped) or 'none' (the eval transform). The eval geometry is the model's (registry
+  augment: the train augmentation: a name in `transforms.AUGMENTATION_RECIPES`, the table that
+    defines each with its paper ('alexnet', 'inception', ...), or 'none' (the eval transform);
+    `config.validate` rejects other names. The eval geometry is the model's (registry
     eval_geometry): 'torchvision' (Resize + CenterCrop in whole pixels: torchvision's pixels) or
     'exact' (the papers' exact sub-pixel centre crop).
   train_antialias: how train transforms resample their crop: False = OpenCV's plain bilinear on the

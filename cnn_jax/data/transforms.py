@@ -7,26 +7,9 @@ network input and `resize = round(size / crop_fraction)` the short side the pape
 32 px, say). Gray (digits, Fashion-MNIST, grayscale JPEGs), CMYK, palette, RGBA and PNG images all
 decode to RGB; 16-bit PNGs keep their high byte (v >> 8), as PIL reads 16-bit colour PNGs.
 
-Train augmentations (`AUGMENTATIONS`), each then flipped horizontally with probability 1/2:
-- 'alexnet' (Krizhevsky et al. 2012 §2, §4.1): short side to `resize`, the central resize x resize
-  square, a random `size` crop of it; PCA lighting noise.
-- 'vgg' (Simonyan & Zisserman 2015 §3.1): short side S uniform in [resize, 2 resize] ([256, 512]), a
-  random crop of the whole image; PCA lighting noise.
-- 'resnet' (He et al. 2016 §3.4): as 'vgg' with S in [256, 480] (scaled); PCA lighting noise.
-- 'inception' (Szegedy et al. 2015 §6): a patch of 8-100 % of the area, aspect 3/4-4/3.
-- 'googlenet' (Szegedy et al. 2015 §6): the 'inception' patch, then "the photometric distortions of
-  Andrew Howard" (Howard 2013 §2.1): contrast, brightness and colour (PIL's ImageEnhance, the library
-  Howard names) in a random order, each with an enhancement factor uniform in [0.5, 1.5] (1 leaves
-  the image unchanged); then AlexNet's PCA lighting noise, as Howard adds after them.
-- 'inception_tf' (TF-slim `inception_preprocessing.preprocess_for_train`, the Inception v3/v4
-  training input, with its default fast_mode=True): `tf.image.sample_distorted_bounding_box` over the
-  whole image (area [0.05, 1], aspect [0.75, 1.33], min_object_covered 0.1, 100 attempts, else the
-  whole image); then `distort_color` in fast mode: brightness + delta, delta uniform in
-  [-32/255, 32/255], then saturation x factor uniform in [0.5, 1.5] in HSV
-  (tf.image.adjust_brightness / adjust_saturation; fast mode skips hue and contrast), clipped to
-  [0, 1]; then the model's normalisation (TF-slim's own is 2x - 1). The crop is resampled as the other
-  train crops (`antialias`), not with TF's resize_bilinear.
-- 'none': the eval transform.
+Train augmentations: the table `AUGMENTATION_RECIPES` (name -> `Augmentation`, its recipe parts),
+documented there, one row each with its paper; `AUGMENTATIONS` are its names ('none': the eval
+transform). Each train augmentation flips horizontally with probability 1/2.
 
 Eval geometry (`EVAL_GEOMETRIES`; the registry's ModelInfo.eval_geometry chooses):
 - 'torchvision': torchvision's `Resize(resize)` (short side to `resize`, long side truncated to
@@ -54,6 +37,7 @@ Boxes are clamped to the image, so that rounding at its edges never leaves it (a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from typing import Callable, Sequence
@@ -78,7 +62,6 @@ PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                        [-0.5836, -0.6948, 0.4203]], np.float32)
 LIGHTING_STD = 0.1  # sigma of the alpha_i ~ N(0, 0.1), AlexNet §4.1
 
-AUGMENTATIONS = ('alexnet', 'vgg', 'inception', 'googlenet', 'inception_tf', 'resnet', 'none')
 EVAL_GEOMETRIES = ('torchvision', 'exact')
 # 'torchvision' eval resizes the whole image, unless that is over PANORAMA_AREA times resize^2 (a
 # 3x2000 image would become 256x170666): then it resamples only the crop.
@@ -315,6 +298,70 @@ def lighting_shift(rng) -> np.ndarray:
   return PCA_EIGVEC @ (alpha * PCA_EIGVAL)
 
 
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """The parts of one train augmentation, applied in this order, each drawing from the image's rng:
+
+  box: `box(w, h, resize, size, rng)`, the crop box in the stored (w, h) image's pixels,
+    resampled to (size, size); `resize` is the short side the eval transform rescales to (256 for
+    224 crops).
+  photometric: `photometric(img, rng)` on the uint8 (size, size, 3) crop, or None.
+  (then the horizontal flip, with probability 1/2)
+  colour: `colour(x, rng)` on the flipped crop as float32 on the [0, 1] scale, or None.
+  lighting: whether AlexNet's PCA lighting noise (`lighting_shift`) is added to every pixel.
+  """
+  box: Callable[..., Box]
+  photometric: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+  colour: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+  lighting: bool = False
+
+
+def scale_jitter(s_max: float) -> Callable[..., Box]:
+  """`scale_jitter_box` as an Augmentation.box: short side S uniform in [resize, s_max * resize]."""
+  return lambda w, h, resize, size, rng: scale_jitter_box(w, h, resize, round(s_max * resize), size,
+                                                          rng)
+
+
+def whole_image(rule: Callable[..., Box]) -> Callable[..., Box]:
+  """A box rule of the whole image, `rule(w, h, rng)`, as an Augmentation.box (resize and size
+  unused)."""
+  return lambda w, h, resize, size, rng: rule(w, h, rng)
+
+
+# The train augmentations by the name `data.augment` gives; adding one is adding a row (and a
+# function, for a new part). Sizes scale with the crop: the papers' numbers are those at 224
+# (resize 256).
+AUGMENTATION_RECIPES: dict[str, Augmentation | None] = {
+    # Krizhevsky et al. 2012 §2, §4.1: short side to `resize`, the central resize x resize square, a
+    # random `size` crop of it; PCA lighting noise.
+    'alexnet': Augmentation(alexnet_box, lighting=True),
+    # Simonyan & Zisserman 2015 §3.1: short side S uniform in [resize, 2 resize] ([256, 512]), a
+    # random crop of the whole image; PCA lighting noise (§3.1 follows AlexNet's).
+    'vgg': Augmentation(scale_jitter(512 / 256), lighting=True),
+    # Szegedy et al. 2015 §6: a patch of 8-100 % of the area, aspect 3/4-4/3.
+    'inception': Augmentation(whole_image(random_resized_box)),
+    # Szegedy et al. 2015 §6: the 'inception' patch, then "the photometric distortions of Andrew
+    # Howard" (Howard 2013 §2.1): contrast, brightness and colour (PIL's ImageEnhance, the library
+    # Howard names) in a random order, each with an enhancement factor uniform in [0.5, 1.5] (1
+    # leaves the image unchanged); then AlexNet's PCA lighting noise, as Howard adds after them.
+    'googlenet': Augmentation(whole_image(random_resized_box), photometric=photometric_distortions,
+                              lighting=True),
+    # TF-slim `inception_preprocessing.preprocess_for_train`, the Inception v3/v4 training input,
+    # with its default fast_mode=True: `tf.image.sample_distorted_bounding_box` over the whole image
+    # (area [0.05, 1], aspect [0.75, 1.33], min_object_covered 0.1, 100 attempts, else the whole
+    # image); then `distort_color` in fast mode: brightness + delta, delta uniform in
+    # [-32/255, 32/255], then saturation x factor uniform in [0.5, 1.5] in HSV
+    # (tf.image.adjust_brightness / adjust_saturation; fast mode skips hue and contrast), clipped
+    # to [0, 1]; then the model's normalisation (TF-slim's own is 2x - 1). The crop is resampled as
+    # the other train crops (`antialias`), not with TF's resize_bilinear.
+    'inception_tf': Augmentation(whole_image(distorted_bounding_box), colour=distort_color_fast),
+    # He et al. 2016 §3.4: as 'vgg' with S in [256, 480]; PCA lighting noise.
+    'resnet': Augmentation(scale_jitter(480 / 256), lighting=True),
+    'none': None,  # the eval transform
+}
+AUGMENTATIONS = tuple(AUGMENTATION_RECIPES)
+
+
 class Transform:
   """Decode, crop, resize, (flip, colour), normalise: the train or eval transform of one recipe.
 
@@ -327,14 +374,14 @@ class Transform:
 
   def __init__(self, augment: str | None, size: int, resize: int, mean: Sequence[float],
                std: Sequence[float], antialias: bool = False, eval_geometry: str = 'exact'):
-    if augment is not None and augment not in AUGMENTATIONS:
+    if augment is not None and augment not in AUGMENTATION_RECIPES:
       raise ValueError(f'unknown augment {augment!r}; choose one of {AUGMENTATIONS}')
     if eval_geometry not in EVAL_GEOMETRIES:
       raise ValueError(f'unknown eval_geometry {eval_geometry!r}; choose one of {EVAL_GEOMETRIES}')
     if resize < size:
       raise ValueError(f'resize {resize} < crop {size}: crop_fraction must be <= 1')
-    self.augment = None if augment == 'none' else augment
-    self.antialias = antialias or self.augment is None
+    self.recipe = None if augment is None else AUGMENTATION_RECIPES[augment]
+    self.antialias = antialias or self.recipe is None
     self.size, self.resize = size, resize
     self.eval_geometry = eval_geometry
     self.std = np.asarray(std, np.float32)
@@ -342,36 +389,25 @@ class Transform:
     self.scale = np.tile(np.float32(1 / 255) / self.std, (size, size, 1))
     self.offset = np.tile(-np.asarray(mean, np.float32) / self.std, (size, size, 1))
 
-  def _box(self, w: int, h: int, rng) -> Box:
-    size, resize, a = self.size, self.resize, self.augment
-    if a == 'alexnet':
-      return alexnet_box(w, h, resize, size, rng)
-    if a == 'vgg':  # S in [256, 512] at 224
-      return scale_jitter_box(w, h, resize, 2 * resize, size, rng)
-    if a == 'resnet':  # S in [256, 480] at 224
-      return scale_jitter_box(w, h, resize, round(resize * 480 / 256), size, rng)
-    if a == 'inception_tf':
-      return distorted_bounding_box(w, h, rng)
-    return random_resized_box(w, h, rng)  # 'inception', 'googlenet'
-
   def __call__(self, data, rng: np.random.Generator | None = None) -> np.ndarray:
-    a = self.augment
-    if a is None:
-      img = centre_crop(data, self.resize, self.size, self.eval_geometry)
-    else:
-      pixels, box = decode(data, lambda w, h: self._box(w, h, rng), self.size)
-      img = resample(pixels, box, self.size, self.antialias)
-      if a == 'googlenet':
-        img = photometric_distortions(img, rng)
-      if rng.random() < 0.5:
-        img = img[:, ::-1]
-      if a == 'inception_tf':
-        x = distort_color_fast(np.multiply(img, np.float32(1 / 255), dtype=np.float32), rng)
-        return np.multiply(x, self.scale * 255, dtype=np.float32) + self.offset
+    recipe, size = self.recipe, self.size
+    if recipe is None:
+      img = centre_crop(data, self.resize, size, self.eval_geometry)
+      return np.multiply(img, self.scale, dtype=np.float32) + self.offset
+    pixels, box = decode(data, lambda w, h: recipe.box(w, h, self.resize, size, rng), size)
+    img = resample(pixels, box, size, self.antialias)
+    if recipe.photometric is not None:
+      img = recipe.photometric(img, rng)
+    if rng.random() < 0.5:
+      img = img[:, ::-1]
+    x, scale = img, self.scale
+    if recipe.colour is not None:
+      x = recipe.colour(np.multiply(img, np.float32(1 / 255), dtype=np.float32), rng)
+      scale = scale * 255
     offset = self.offset
-    if a in ('alexnet', 'vgg', 'resnet', 'googlenet'):  # VGG §3.1, ResNet §3.4, Howard §2.1 reuse it
-      offset = offset + np.tile(lighting_shift(rng) / self.std, (self.size, self.size, 1))
-    return np.multiply(img, self.scale, dtype=np.float32) + offset
+    if recipe.lighting:
+      offset = offset + np.tile(lighting_shift(rng) / self.std, (size, size, 1))
+    return np.multiply(x, scale, dtype=np.float32) + offset
 
   def ten_crop(self, data) -> np.ndarray:
     r, size = self.resize, self.size
