@@ -4,10 +4,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup setup-gpu quickstart test models kernels
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .  # cnn_jax importable from any directory (pyproject.toml)
 	touch $@
 
 setup: $(VENV)/.installed kernels
@@ -18,6 +19,7 @@ setup-gpu:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-gpu.txt -r requirements-torch.txt
+	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
 	touch $(VENV)/.installed
 

@@ -51,7 +51,7 @@ class DamagedCheckpointError(errors.UserError):
 
 # Config fields that shape the train state's tree, each with the part of its value that matters: a
 # checkpoint restores only into a config that agrees on all of them (optim.make_optimizer,
-# optim.make_plateau, trainer._init_state).
+# optim.make_plateau, trainer.create_train_state).
 STATE_FIELDS = {
     'optimizer.name': lambda v: v,
     'optimizer.momentum': bool,  # no momentum: no trace in the optimizer state

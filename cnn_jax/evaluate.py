@@ -9,17 +9,15 @@ over the views, then over the networks.
 
 Every example is counted exactly once, whatever the batch size or process count: the loader pads the
 last batch and masks the padding out (`cnn_jax.data.make_loader(train=False)`), and the masked top-k
-counts are the trainer's own (`metrics.correct`, which its periodic validation uses).
+counts and loss are the trainer's own (`metrics.accumulate`, which its training and validation use).
 
-A network is named by a path: a train.py workdir (its latest checkpoint, `best` or a given step), one
-step of it (`<workdir>/checkpoints/<step>`), or a weights directory from `python -m cnn_jax.convert`.
-`evaluate(networks, ...)` evaluates restored networks; `run(...)` is eval.py: it resolves the paths,
+A network is named by a path and read by `cnn_jax.load` (a train.py workdir, one of its steps, or
+converted weights). `evaluate(networks, ...)` evaluates restored networks; `run(...)` is eval.py: it resolves the paths,
 checks model and dataset, evaluates, prints a results row and appends it to `results.jsonl`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -27,173 +25,22 @@ import os
 import time
 from typing import Any, Sequence
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 from tqdm import tqdm
 
 from cnn_jax import data
+from cnn_jax import load
 from cnn_jax import metrics as metrics_lib
 from cnn_jax import models
-from cnn_jax import checkpoint as ckpt_lib
 from cnn_jax import parallel
 from cnn_jax.checkpoint import IncompatibleCheckpointError
-from cnn_jax.convert import weights as weights_lib
 
 RESULTS_FILE = 'results.jsonl'
-PATH_FORMS = ('a train.py --workdir, one of its checkpoints/<step> directories, or a weights directory '
-              'written by `python -m cnn_jax.convert`')
-
-
-@dataclasses.dataclass
-class Source:
-  """What a path holds, read from metadata only (nothing restored yet)."""
-  path: str  # the checkpoint step's directory, or the converted weights'
-  name: str  # registered model name
-  num_classes: int
-  image_size: int  # the run's resolution; the registry's input size for converted weights
-  model_kwargs: dict[str, Any]
-  step: int | None  # None for converted weights
-  workdir: str | None  # the train.py run; None for converted weights
-  run_config: dict[str, Any] | None  # the run's config.json
-  older_steps: tuple[int, ...] = ()  # the latest step's predecessors, read if it is damaged
-
-
-@dataclasses.dataclass
-class Network:
-  """A restored network: its graph, weights and BatchNorm statistics (their moving average where the
-  run keeps one, as the trainer's validation uses), on this process's first device."""
-  source: Source
-  graphdef: nnx.GraphDef
-  weights: nnx.State
-  rest: nnx.State  # RNG streams: unused in eval mode
-
-  @property
-  def param_count(self) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(self.weights.filter(nnx.Param)))
-
-
-# ----------------------------------------------------------------------------- finding checkpoints
-
-
-def _run_manager(workdir: str) -> ocp.CheckpointManager:
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(_no_checkpoint(workdir))
-  return ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
-                     'data': grain.checkpoint.CheckpointHandler()})
-
-
-def _no_checkpoint(workdir: str) -> str:
-  return (f'no finished checkpoint in {os.path.join(workdir, "checkpoints")}: train first '
-          f'(python train.py --config=configs/<recipe>.py --workdir={workdir}), or pass '
-          f'--checkpoint=<{PATH_FORMS}>')
-
-
-def _best_step(workdir: str, steps: Sequence[int]) -> int:
-  """The kept step with the lowest validation top-1 error that the run logged in metrics.jsonl."""
-  errors = {}
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      for record in map(json.loads, f):
-        if record.get('split') == 'eval' and record['step'] in steps and 'top1_error' in record:
-          errors[record['step']] = record['top1_error']  # a re-evaluated step: the last record
-  if not errors:
-    raise ValueError(f'--best: none of the checkpoints {list(steps)} of {workdir} has a validation '
-                     'result in its metrics.jsonl; drop --best or pass --step')
-  return min(errors, key=lambda s: (errors[s], -s))
-
-
-def _run_source(workdir: str, step: int | None = None, best: bool = False) -> Source:
-  """The checkpoint of a train.py run at `step`, the best one, or the latest."""
-  workdir = os.path.abspath(workdir)
-  with _run_manager(workdir) as manager:
-    steps = ckpt_lib.complete_steps(manager)
-    if not steps:
-      raise FileNotFoundError(_no_checkpoint(workdir))
-    if step is not None and step not in steps:
-      raise FileNotFoundError(f'no checkpoint at step {step} in {workdir}; its steps: {steps}')
-    older = step is None and not best
-    if step is None:
-      step = _best_step(workdir, steps) if best else max(steps)
-    older = tuple(s for s in steps if s < step) if older else ()
-    identity = manager.metadata(step).custom_metadata or {}
-  config_path = os.path.join(workdir, 'config.json')
-  if 'model' not in identity or not os.path.exists(config_path):
-    raise ValueError(f'{workdir} is not a train.py workdir: it needs config.json and checkpoints '
-                     'whose metadata names the model')
-  with open(config_path, encoding='utf-8') as f:
-    run_config = json.load(f)
-  return Source(os.path.join(workdir, 'checkpoints', str(step)), identity['model'],
-                identity['num_classes'], identity['image_size'],
-                run_config['model'].get('kwargs') or {}, step, workdir, run_config, older)
-
-
-def locate(path: str, *, step: int | None = None, best: bool = False) -> Source:
-  """What `path` holds: a run workdir (its `step`, `best` or latest checkpoint), one checkpoint step
-  of a run, or converted weights."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'{path} does not exist; pass {PATH_FORMS}')
-  parent = os.path.dirname(path)
-  if os.path.basename(parent) == 'checkpoints' and os.path.basename(path).isdigit():
-    if step is not None or best:
-      raise ValueError(f'{path} is one checkpoint step already; drop --step/--best')
-    return _run_source(os.path.dirname(parent), int(os.path.basename(path)))
-  if os.path.isdir(os.path.join(path, 'checkpoints')) or os.path.exists(
-      os.path.join(path, 'config.json')):
-    return _run_source(path, step, best)
-  try:
-    meta = weights_lib.metadata(path)
-  except (FileNotFoundError, ValueError) as e:
-    raise ValueError(f'{path} holds no checkpoint: pass {PATH_FORMS}') from e
-  if step is not None or best:
-    raise ValueError(f'{path} holds converted weights, which have no steps; drop --step/--best')
-  kwargs = dict(meta['model_kwargs'])
-  num_classes = kwargs.pop('num_classes', 1000)
-  return Source(path, meta['model'], num_classes, models.get_info(meta['model']).input_size,
-                kwargs, None, None, None)
-
-
-def restore(source: Source, *, dtype=None) -> Network:
-  """The network of `source` with `dtype` compute (None: the model's default), on this process's
-  first local device (any device count may have written it)."""
-  kwargs = {**source.model_kwargs, **({'dtype': dtype} if dtype is not None else {})}
-  graphdef, abstract, rest = weights_lib.skeleton(source.name, num_classes=source.num_classes,
-                                                  **kwargs)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  on_device = lambda tree: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-  if source.workdir is None:
-    with ocp.StandardCheckpointer() as checkpointer:
-      state = checkpointer.restore(source.path, on_device(abstract))
-    return Network(source, graphdef, state, rest)
-  params, stats = abstract.split(nnx.Param, ...)
-
-  def read(step):
-    saved = manager.item_metadata(step)['state'].tree
-    weights = {'params': params, 'model_state': stats}
-    target = on_device({'ema': weights} if 'ema' in saved else weights)
-    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True)))['state']
-
-  with _run_manager(source.workdir) as manager:  # a damaged latest step: the previous one
-    step, restored, _ = ckpt_lib.restore_newest((source.step, *source.older_steps), read,
-                                                os.path.dirname(source.path))
-  source = dataclasses.replace(source, path=os.path.join(os.path.dirname(source.path), str(step)),
-                               step=step)
-  restored = restored.get('ema', restored)
-  return Network(source, graphdef, nnx.merge_state(restored['params'], restored['model_state']),
-                 rest)
 
 
 # ----------------------------------------------------------------------------- evaluating
@@ -218,11 +65,7 @@ def _make_step(graphdefs, rests, ten_crop: bool):
   def step(ws, sums, batch):
     labels, mask = batch['label'], batch['mask']
     each = jnp.stack([log_probs(g, r, w, batch['image']) for g, r, w in zip(graphdefs, rests, ws)])
-    logp = _log_mean_exp(each)
-    top1, top5 = metrics_lib.correct(logp, labels, mask)
-    nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
-    new = {'loss': sums['loss'] + jnp.sum(nll * mask), 'top1': sums['top1'] + top1,
-           'top5': sums['top5'] + top5, 'count': sums['count'] + jnp.sum(mask.astype(jnp.float32))}
+    new = metrics_lib.accumulate(sums, _log_mean_exp(each), labels, mask)
     if len(ws) > 1:
       c1, c5 = jax.vmap(lambda lp: metrics_lib.correct(lp, labels, mask))(each)
       new['member_top1'], new['member_top5'] = sums['member_top1'] + c1, sums['member_top5'] + c5
@@ -232,7 +75,8 @@ def _make_step(graphdefs, rests, ten_crop: bool):
 
 
 def _zeros(num_networks: int) -> dict[str, jax.Array]:
-  sums = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'top1', 'top5', 'count')}
+  """The trainer's accumulators (`metrics.zeros`), and each member's hits for an ensemble."""
+  sums = metrics_lib.zeros()
   if num_networks > 1:
     sums['member_top1'] = sums['member_top5'] = jnp.zeros((num_networks,), jnp.float32)
   return sums
@@ -257,7 +101,7 @@ def _uncommitted(rest: nnx.State) -> nnx.State:
   return jax.tree.map(copy, rest)
 
 
-def _check_networks(networks: Sequence[Network], data_config, image_size: int) -> None:
+def _check_networks(networks: Sequence[load.Network], data_config, image_size: int) -> None:
   if len({n.source.num_classes for n in networks}) > 1:
     raise IncompatibleCheckpointError(
         'the networks of an ensemble must predict the same classes; got ' +
@@ -279,7 +123,7 @@ def _check_networks(networks: Sequence[Network], data_config, image_size: int) -
                      'evaluate networks of different eval_geometry separately')
 
 
-def evaluate(networks: Sequence[Network], data_config: ml_collections.ConfigDict, *, split: str,
+def evaluate(networks: Sequence[load.Network], data_config: ml_collections.ConfigDict, *, split: str,
              image_size: int, batch_size: int, ten_crop: bool = False, mesh=None,
              progress: bool = False) -> dict[str, Any]:
   """Top-1 / top-5 over the whole `split` at `image_size`; softmax averaged over views and networks.
@@ -351,7 +195,7 @@ def _data_config(saved: dict[str, Any]) -> ml_collections.ConfigDict:
   return c
 
 
-def _settings(config, source: Source):
+def _settings(config, source: load.Source):
   """(data config, image size, eval batch size, mesh shape, half precision): from --config, else the
   run's config.json, else ImageNet's validation split at the model's registry input size."""
   if config is not None:
@@ -389,8 +233,8 @@ def run(config: ml_collections.ConfigDict | None = None, *, workdir: str | None 
   """
   if not checkpoints and not workdir:
     raise ValueError('nothing to evaluate: pass --workdir (a train.py run) or --checkpoint')
-  sources = ([locate(p, step=step, best=best) for p in checkpoints] if checkpoints
-             else [_run_source(workdir, step, best)])
+  sources = ([load.locate(p, step=step, best=best) for p in checkpoints] if checkpoints
+             else [load.locate_run(workdir, step, best)])
   if config is not None:
     for s in sources:
       if s.name != config.model.name:
@@ -409,7 +253,7 @@ def run(config: ml_collections.ConfigDict | None = None, *, workdir: str | None 
 
   if half is None:
     half = jax.default_backend() != 'cpu'
-  networks = [restore(s, dtype=jnp.bfloat16 if half else None) for s in sources]
+  networks = [load.restore(s, dtype=jnp.bfloat16 if half else None) for s in sources]
   sources = [n.source for n in networks]  # the step read, where the latest was damaged
   mesh = parallel.make_mesh(mesh_shape)
   result = evaluate(networks, data_config, split=split, image_size=image_size,

@@ -18,10 +18,26 @@ from absl import logging
 
 
 def zeros() -> dict[str, jax.Array]:
-  """Empty train accumulators. `nonfinite_step` is the first step whose loss was NaN/inf, or -1."""
+  """Empty accumulators. `nonfinite_step` is the first train step whose loss was NaN/inf, or -1."""
   return {'loss': jnp.zeros((), jnp.float32), 'top1': jnp.zeros((), jnp.float32),
           'top5': jnp.zeros((), jnp.float32), 'count': jnp.zeros((), jnp.float32),
           'nonfinite_step': jnp.full((), -1, jnp.int32)}
+
+
+def accumulate(sums: Mapping[str, jax.Array], logits: jax.Array, labels: jax.Array,
+               mask: jax.Array, loss: jax.Array | None = None) -> dict[str, jax.Array]:
+  """`sums` plus one batch: its summed loss, top-1/top-5 hits and example count, padding masked out.
+
+  The one place a metric is defined: the train step, the trainer's validation and eval.py all add
+  their batches here (and `summarise` turns the sums into means). `loss`: the batch's summed loss
+  when it is not the plain cross-entropy of `logits` (training: label smoothing, auxiliary heads).
+  """
+  m = mask.astype(jnp.float32)
+  if loss is None:
+    loss = jnp.sum(cross_entropy(logits, labels) * m)
+  top1, top5 = correct(logits, labels, mask)
+  return {**sums, 'loss': sums['loss'] + loss, 'top1': sums['top1'] + top1,
+          'top5': sums['top5'] + top5, 'count': sums['count'] + jnp.sum(m)}
 
 
 def correct(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -16,12 +16,16 @@
 - Metrics accumulate on device and are fetched every `log_every_steps`; validation (top-1/top-5 over
   the whole split, padding masked out) every `eval_every_steps`; a NaN/inf loss stops the run before
   the next checkpoint is written.
+
+The step API, public for tools, benchmarks and forks (in the spirit of the flax ImageNet example):
+`build_model` / `split_model`, `create_train_state`, `loss_fn`, `train_step`, `eval_step` (pure
+functions), `make_plan` (validated config -> mesh, optimizer, abstract state, shardings) and
+`train_step_fn` (the jitted step of a config with its abstract arguments, to lower, export or time).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -39,7 +43,7 @@ from jax.experimental import multihost_utils
 from cnn_jax import checkpoint as ckpt_lib
 from cnn_jax import config as config_lib
 from cnn_jax import data
-from cnn_jax import evaluate
+from cnn_jax import load
 from cnn_jax import metrics as metrics_lib
 from cnn_jax import models
 from cnn_jax import optim
@@ -51,8 +55,9 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or inf."""
 
 
-def _split(model: nnx.Module):
-  """(graphdef, params, RNG streams, everything else: BatchNorm statistics ...)."""
+def split_model(model: nnx.Module):
+  """(graphdef, params, RNG streams, model state: BatchNorm statistics ...); the train state holds
+  params and model state, `nnx.merge(graphdef, params, rng_state, model_state)` rebuilds the model."""
   return nnx.split(model, nnx.Param, nnx.RngState, ...)
 
 
@@ -73,7 +78,7 @@ def _half_precision(config) -> bool:
   return config.half_precision
 
 
-def _build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
   """The model with its parameters initialised from `config.seed`.
 
   Initialisation draws with the 'rbg' generator: XLA compiles it several times faster than
@@ -87,9 +92,10 @@ def _build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Mod
   return models.create(config.model.name, num_classes, rngs=rngs, **kwargs)
 
 
-def _init_state(config, num_classes, tx, plateau):
-  """The initial train state; called under jit (or eval_shape) to place it on the mesh."""
-  _, params, _, model_state = _split(_build_model(config, num_classes))
+def create_train_state(config, num_classes, tx, plateau=None):
+  """The initial train state {step, params, model_state, opt_state, rng[, ema][, plateau]} for the
+  optimizer `tx` (`optim.make_optimizer`); call it under jit (or eval_shape) to place it on a mesh."""
+  _, params, _, model_state = split_model(build_model(config, num_classes))
   state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'model_state': model_state,
            'opt_state': tx.init(params),
            'rng': jax.random.key_data(jax.random.key(config.seed))}
@@ -108,12 +114,12 @@ def _with_pretrained_weights(state, shardings, graphdef, rng_state, directory):
   host = multihost_utils.process_allgather(
       {'params': state['params'], 'model_state': state['model_state']}, tiled=True)
   model = nnx.merge(graphdef, host['params'], rng_state, host['model_state'])
-  network = evaluate.restore(evaluate.locate(directory))  # converted weights, or a train.py run
+  network = load.restore(load.locate(directory))  # converted weights, or a train.py run
   reinitialised = weights_lib.copy_into(model, network.weights, f'the weights in {directory}',
                                         keep_mismatched=True)
   logging.info('initial weights from %s%s', directory,
                f'; kept fresh (other shape): {", ".join(reinitialised)}' if reinitialised else '')
-  _, params, _, model_state = _split(model)
+  _, params, _, model_state = split_model(model)
   loaded = {'params': params, 'model_state': model_state}
   if 'ema' in state:
     loaded['ema'] = {'params': params, 'model_state': model_state}
@@ -123,8 +129,10 @@ def _with_pretrained_weights(state, shardings, graphdef, rng_state, directory):
   return {**state, **placed}
 
 
-def _forward_loss(graphdef, rng_state, config, params, model_state, batch, key):
-  """Mean training loss of one (micro-)batch, the new model state, and the main logits."""
+def loss_fn(graphdef, rng_state, config, params, model_state, batch, key):
+  """The training loss of one (micro-)batch, its mean over the examples: cross-entropy with
+  `config.label_smoothing`, plus `config.aux_loss_weight` times each auxiliary head's; with the new
+  model state (BatchNorm statistics) and the main logits. `key` seeds dropout."""
   model = nnx.merge(graphdef, params, rng_state, model_state, copy=True)
   nnx.reseed(model, dropout=key)
   out = model(batch['image'], train=True)
@@ -133,19 +141,23 @@ def _forward_loss(graphdef, rng_state, config, params, model_state, batch, key):
   for aux_logits in aux:
     loss += config.aux_loss_weight * jnp.mean(
         metrics_lib.cross_entropy(aux_logits, batch['label'], config.label_smoothing))
-  return loss, (_split(model)[3], logits)
+  return loss, (split_model(model)[3], logits)
 
 
-def _train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
-  """One optimizer update over the global batch (in `grad_accum_steps` micro-batches)."""
+def train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
+  """One optimizer update over the global batch (in `grad_accum_steps` micro-batches); its loss and
+  hits are added into `acc` (`metrics.accumulate`). Pure: jit it with `graphdef`, `rng_state`,
+  `config` and `tx` bound (`train_step_fn` does, with the shardings)."""
   step = state['step']
   key = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), step)
   grad_fn = jax.value_and_grad(
-      functools.partial(_forward_loss, graphdef, rng_state, config), has_aux=True)
+      functools.partial(loss_fn, graphdef, rng_state, config), has_aux=True)
+  add = lambda acc, loss, logits, mb: metrics_lib.accumulate(
+      acc, logits, mb['label'], mb['mask'], loss * jnp.sum(mb['mask'].astype(jnp.float32)))
   k = config.grad_accum_steps
   if k == 1:
     (loss, (model_state, logits)), grads = grad_fn(state['params'], state['model_state'], batch, key)
-    top1, top5 = metrics_lib.correct(logits, batch['label'], batch['mask'])
+    sums = add(acc, loss, logits, batch)
   else:
     # (B, ...) -> (k, B/k, ...) taking every k-th example, so each micro-batch stays evenly
     # sharded over 'data' (no cross-device shuffle).
@@ -153,17 +165,15 @@ def _train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
                          batch)
 
     def body(carry, xs):
-      model_state, grads, loss, top1, top5 = carry
+      model_state, grads, sums = carry
       mb, i = xs
-      (l, (model_state, logits)), g = grad_fn(state['params'], model_state, mb,
-                                              jax.random.fold_in(key, i))
-      c1, c5 = metrics_lib.correct(logits, mb['label'], mb['mask'])
+      (loss, (model_state, logits)), g = grad_fn(state['params'], model_state, mb,
+                                                 jax.random.fold_in(key, i))
       grads = jax.tree.map(lambda a, b: a + b / k, grads, g)
-      return (model_state, grads, loss + l / k, top1 + c1, top5 + c5), None
+      return (model_state, grads, add(sums, loss, logits, mb)), None
 
-    zero = jnp.zeros((), jnp.float32)
-    init = (state['model_state'], jax.tree.map(jnp.zeros_like, state['params']), zero, zero, zero)
-    (model_state, grads, loss, top1, top5), _ = jax.lax.scan(body, init, (micro, jnp.arange(k)))
+    init = (state['model_state'], jax.tree.map(jnp.zeros_like, state['params']), acc)
+    (model_state, grads, sums), _ = jax.lax.scan(body, init, (micro, jnp.arange(k)))
 
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
@@ -172,27 +182,18 @@ def _train_step(state, acc, batch, *, graphdef, rng_state, config, tx):
   if 'ema' in state:
     new['ema'] = optim.ema_update(state['ema'], {'params': params, 'model_state': model_state},
                                   config.ema_decay, step + 1)
-
-  n = jnp.sum(batch['mask'].astype(jnp.float32))
-  bad = jnp.logical_not(jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates)))
-  acc = {'loss': acc['loss'] + loss * n, 'top1': acc['top1'] + top1, 'top5': acc['top5'] + top5,
-         'count': acc['count'] + n,
-         'nonfinite_step': jnp.where((acc['nonfinite_step'] < 0) & bad, step,
-                                     acc['nonfinite_step'])}
-  return new, acc
+  bad = jnp.logical_not(jnp.isfinite(sums['loss']) & jnp.isfinite(optax.global_norm(updates)))
+  sums['nonfinite_step'] = jnp.where((acc['nonfinite_step'] < 0) & bad, step,
+                                     acc['nonfinite_step'])
+  return new, sums
 
 
-def _eval_step(state, sums, batch, *, graphdef, rng_state):
+def eval_step(state, sums, batch, *, graphdef, rng_state):
   """Add one padded eval batch into `sums` (eval mode; the moving average when there is one)."""
   weights = state.get('ema', state)
   model = nnx.merge(graphdef, weights['params'], rng_state, weights['model_state'], copy=True)
-  logits = model(batch['image'], train=False)
-  mask = batch['mask']
-  top1, top5 = metrics_lib.correct(logits, batch['label'], mask)
-  loss = jnp.sum(metrics_lib.cross_entropy(logits, batch['label']) * mask)
-  return {'loss': sums['loss'] + loss, 'top1': sums['top1'] + top1, 'top5': sums['top5'] + top5,
-          'count': sums['count'] + jnp.sum(mask.astype(jnp.float32)),
-          'nonfinite_step': sums['nonfinite_step']}
+  return metrics_lib.accumulate(sums, model(batch['image'], train=False), batch['label'],
+                                batch['mask'])
 
 
 def _apply_plateau(state, error, *, plateau, base_lr):
@@ -220,7 +221,7 @@ def _check_sizes(config, mesh):
                      f'data-parallel size {n}')
 
 
-class _Plan(NamedTuple):
+class Plan(NamedTuple):
   """What a run is made of, derived from its config before anything is compiled."""
 
   mesh: jax.sharding.Mesh
@@ -236,11 +237,12 @@ class _Plan(NamedTuple):
   rng_state: Any
 
 
-def _plan(config: ml_collections.ConfigDict) -> _Plan:
+def make_plan(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Plan:
   """Validate `config` and trace one train and one eval step abstractly: a bad key, batch or image
-  size, or a recipe whose loss, optimizer or model do not fit together fails here, before compiling."""
+  size, or a recipe whose loss, optimizer or model do not fit together fails here, before compiling.
+  `mesh`: default `config.mesh_shape` over all devices."""
   config_lib.validate(config)
-  mesh = parallel.make_mesh(config.mesh_shape)
+  mesh = mesh if mesh is not None else parallel.make_mesh(config.mesh_shape)
   _check_sizes(config, mesh)
   num_classes = config.num_classes or data.num_classes(config.data)
   data.check_splits(config.data, [config.data.train_split] + (
@@ -251,31 +253,32 @@ def _plan(config: ml_collections.ConfigDict) -> _Plan:
                  else math.ceil(config.num_epochs * steps_per_epoch))
   tx = optim.make_optimizer(config, steps_per_epoch, total_steps)
   plateau = optim.make_plateau(config.schedule)
-  init = functools.partial(_init_state, config, num_classes, tx, plateau)
+  init = functools.partial(create_train_state, config, num_classes, tx, plateau)
   abstract_state = jax.eval_shape(init)
   shardings = parallel.state_shardings(abstract_state, mesh)
-  graphdef, _, rng_state, _ = _split(nnx.eval_shape(lambda: _build_model(config, num_classes)))
+  graphdef, _, rng_state, _ = split_model(
+      nnx.eval_shape(lambda: build_model(config, num_classes)))
   rng_state = _placeholder_rngs(rng_state)
   # Models are traced under the mesh: they may pin activations to its axes (AlexNet's towers).
   smallest_batch = mesh.shape['data'] * config.grad_accum_steps
   with jax.set_mesh(mesh):
-    jax.eval_shape(functools.partial(_train_step, graphdef=graphdef, rng_state=rng_state,
+    jax.eval_shape(functools.partial(train_step, graphdef=graphdef, rng_state=rng_state,
                                      config=config, tx=tx),
                    abstract_state, metrics_lib.zeros(),
                    _abstract_batch(config, smallest_batch, mesh))
-    jax.eval_shape(functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
+    jax.eval_shape(functools.partial(eval_step, graphdef=graphdef, rng_state=rng_state),
                    abstract_state, metrics_lib.zeros(),
                    _abstract_batch(config, mesh.shape['data'], mesh))
-  return _Plan(mesh, num_classes, steps_per_epoch, total_steps, tx, plateau, init, abstract_state,
+  return Plan(mesh, num_classes, steps_per_epoch, total_steps, tx, plateau, init, abstract_state,
                shardings, graphdef, rng_state)
 
 
-def _jit_train_step(config, plan: _Plan):
+def _jit_train_step(config, plan: Plan):
   """The jitted train step, (state, acc, batch) -> (state, acc) donating state and acc, and
   abstract (state, acc, batch) with their shardings; both trace under `jax.set_mesh(plan.mesh)`."""
   acc_sharding = jax.tree.map(lambda _: parallel.replicated(plan.mesh), metrics_lib.zeros())
   step = jax.jit(
-      functools.partial(_train_step, graphdef=plan.graphdef, rng_state=plan.rng_state,
+      functools.partial(train_step, graphdef=plan.graphdef, rng_state=plan.rng_state,
                         config=config, tx=plan.tx),
       in_shardings=(plan.shardings, acc_sharding, parallel.batch_sharding(plan.mesh)),
       out_shardings=(plan.shardings, acc_sharding), donate_argnums=(0, 1))
@@ -296,10 +299,12 @@ class TrainStep(NamedTuple):
   new_acc: Any  # () -> empty train accumulators, on the mesh
 
 
-def train_step_fn(config: ml_collections.ConfigDict) -> TrainStep:
-  """The train step `train_and_evaluate` runs for `config` (after its checks, see `_plan`), to
-  lower, export (`jax.export.export(fn, platforms=[...])(*args)`) or time outside a run."""
-  plan = _plan(config)
+def train_step_fn(config: ml_collections.ConfigDict,
+                  mesh: jax.sharding.Mesh | None = None) -> TrainStep:
+  """The train step `train_and_evaluate` runs for `config` (after its checks, see `make_plan`), to
+  lower, export (`jax.export.export(fn, platforms=[...])(*args)`) or time outside a run; `mesh`:
+  default `config.mesh_shape` over all devices."""
+  plan = make_plan(config, mesh)
   fn, args = _jit_train_step(config, plan)
   return TrainStep(fn, args, plan.mesh, jax.jit(plan.init, out_shardings=plan.shardings),
                    jax.jit(metrics_lib.zeros, out_shardings=jax.tree.map(
@@ -307,13 +312,13 @@ def train_step_fn(config: ml_collections.ConfigDict) -> TrainStep:
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-  """Everything `train_and_evaluate` checks before compiling (see `_plan`), without training."""
-  _plan(config)
+  """Everything `train_and_evaluate` checks before compiling (see `make_plan`), without training."""
+  make_plan(config)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Train `config` in `workdir` (resuming from its latest checkpoint); return the final eval metrics."""
-  plan = _plan(config)
+  plan = make_plan(config)
   (mesh, num_classes, steps_per_epoch, total_steps, tx, plateau, init, abstract_state, shardings,
    graphdef, rng_state) = plan
   workdir = os.path.abspath(workdir)
@@ -351,10 +356,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   new_acc = jax.jit(metrics_lib.zeros, out_shardings=acc_sharding)
   t0 = time.time()
   with jax.set_mesh(mesh):
-    train_step, train_args = _jit_train_step(config, plan)
-    train_step = train_step.lower(*train_args).compile()
-    eval_step = jax.jit(
-        functools.partial(_eval_step, graphdef=graphdef, rng_state=rng_state),
+    step_fn, train_args = _jit_train_step(config, plan)
+    compiled_train = step_fn.lower(*train_args).compile()
+    compiled_eval = jax.jit(
+        functools.partial(eval_step, graphdef=graphdef, rng_state=rng_state),
         in_shardings=(shardings, acc_sharding, parallel.batch_sharding(mesh)),
         out_shardings=acc_sharding, donate_argnums=(1,),
     ).lower(state, new_acc(), _abstract_batch(config, config.eval_batch_size, mesh)).compile()
@@ -372,7 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         config.data, config.data.eval_split, train=False,
         global_batch_size=config.eval_batch_size, seed=config.seed,
         image_size=config.image_size, model_name=name):
-      sums = eval_step(state, sums, parallel.global_batch(batch, mesh))
+      sums = compiled_eval(state, sums, parallel.global_batch(batch, mesh))
     return metrics_lib.summarise(jax.device_get(sums))
 
   def check_finite(acc):
@@ -390,7 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     while step < total_steps:
       batch = parallel.global_batch(next(train_iter), mesh)
-      state, acc = train_step(state, acc, batch)
+      state, acc = compiled_train(state, acc, batch)
       step += 1
       checkpointer.check()  # a failed asynchronous save stops the run here
       done = step == total_steps

@@ -21,7 +21,7 @@ torch = pytest.importorskip('torch', reason='weight import tests need torch: '
 torchvision = pytest.importorskip('torchvision', reason='weight import tests need torchvision: '
                                   'pip install -r requirements-torch.txt')
 
-from cnn_jax import convert, models  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from cnn_jax import convert, load, models  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 slow = pytest.mark.slow
@@ -147,7 +147,7 @@ def test_cli_writes_a_checkpoint_that_restores_to_the_same_logits(tmp_path):
   images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
   with torch.no_grad():
     want = reference(images).numpy()
-  restored = convert.weights.restore(str(out))
+  restored = load.restore(load.locate(str(out))).model()
   _assert_same_logits('squeezenet1_1 (restored)', _logits(restored, images), want)
 
 
@@ -159,7 +159,7 @@ def test_model_options_follow_the_state_dict():
   assert convert.model_kwargs('googlenet', with_aux.state_dict())['aux_logits']
 
 
-def test_load_into_fine_tunes_to_another_class_count(tmp_path):
+def test_copy_into_fine_tunes_to_another_class_count(tmp_path):
   reference = _torchvision_model('squeezenet1_1', num_classes=10)
   saved = convert.load_model('squeezenet1_1', reference.state_dict())
   convert.weights.save(str(tmp_path / 'w'), 'squeezenet1_1',
@@ -167,9 +167,10 @@ def test_load_into_fine_tunes_to_another_class_count(tmp_path):
   model = convert.load_model('squeezenet1_1', _torchvision_model('squeezenet1_1', num_classes=3)
                              .state_dict())  # random weights, faster than eager init
   head = np.asarray(model.final_conv.kernel.value)
+  weights = load.restore(load.locate(str(tmp_path / 'w'))).weights
   with pytest.raises(ValueError, match=r'different shapes final_conv\.bias \(10,\) -> \(3,\)'):
-    convert.weights.load_into(model, str(tmp_path / 'w'))
-  assert convert.weights.load_into(model, str(tmp_path / 'w'), keep_mismatched=True) == [
+    convert.weights.copy_into(model, weights, 'the saved weights')
+  assert convert.weights.copy_into(model, weights, 'the saved weights', keep_mismatched=True) == [
       'final_conv.bias', 'final_conv.kernel']
   np.testing.assert_array_equal(model.fire9.expand3x3.kernel.value,
                                 saved.fire9.expand3x3.kernel.value)

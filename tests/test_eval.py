@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from cnn_jax import checkpoint, data, evaluate, models, trainer
+from cnn_jax import checkpoint, data, evaluate, load, models, trainer
 from cnn_jax.convert import weights
 from configs import quickstart
 
@@ -175,9 +175,9 @@ def test_best_is_the_step_with_the_lowest_validation_error(run):
   workdir, _ = run
   errors = {r['step']: r['top1_error'] for r in _eval_records(workdir)}
   assert sorted(errors) == [15, 30]
-  assert evaluate.locate(str(workdir), best=True).step == min(errors, key=lambda s: (errors[s], -s))
-  assert evaluate.locate(str(workdir)).step == 30
-  assert evaluate.locate(str(workdir), step=15).step == 15
+  assert load.locate(str(workdir), best=True).step == min(errors, key=lambda s: (errors[s], -s))
+  assert load.locate(str(workdir)).step == 30
+  assert load.locate(str(workdir), step=15).step == 15
 
 
 def test_clear_errors(run, tmp_path):
@@ -185,7 +185,7 @@ def test_clear_errors(run, tmp_path):
   with pytest.raises(FileNotFoundError, match='no finished checkpoint'):
     evaluate.run(workdir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match='no checkpoint at step 7 .* steps: \\[15, 30\\]'):
-    evaluate.locate(str(workdir), step=7)
+    load.locate(str(workdir), step=7)
   with pytest.raises(FileNotFoundError, match='does not exist'):
     evaluate.run(checkpoints=[str(tmp_path / 'missing')])
   with pytest.raises(ValueError, match='holds no checkpoint'):
@@ -229,8 +229,8 @@ def test_ensemble_of_networks_that_place_the_crop_differently_is_refused():
   """resnet18 (torchvision weights: whole-pixel Resize + CenterCrop) and bn_nin (the exact centre
   crop) normalise with the same ImageNet mean/std and crop 224 of 256 alike; only their
   eval_geometry differs, and the loader would give both the first network's."""
-  source = lambda name: evaluate.Source(f'/ckpt/{name}', name, 1000, 224, {}, None, None, None)
-  networks = [evaluate.Network(source(name), None, None, None) for name in ('resnet18', 'bn_nin')]
+  source = lambda name: load.Source(f'/ckpt/{name}', name, 1000, 224, {}, None, None, None)
+  networks = [load.Network(source(name), None, None, None) for name in ('resnet18', 'bn_nin')]
   config = data.default_data_config()
   match = r"prepare their input differently.*'torchvision'\).*'exact'\)"
   with pytest.raises(ValueError, match=match):

@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from cnn_jax import evaluate, models
+from cnn_jax import evaluate, load, models
 from cnn_jax.models import stats
-from cnn_jax.tools import analyze, common, filters, predict
+from cnn_jax.tools import analyze, filters, predict
 
 TINY = ('alexnet2012_tiny', 'resnet_tiny')  # LRN + dropout; BatchNorm + residuals
 BATCHES = (1, 2)
@@ -192,7 +192,8 @@ def workdir(tmp_path_factory):
   from cnn_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from cnn_jax import trainer  # pylint: disable=g-import-not-at-top
   c = config_lib.apply_runlocal(config_lib.base_config(), 'alexnet2012_tiny', 67, num_train_steps=1)
-  c.optimizer.lr = 0.01
+  c.optimizer.update(name='sgd', lr=0.01, momentum=0.9)
+  c.schedule.name = 'constant'
   path = tmp_path_factory.mktemp('workdir')
   trainer.train_and_evaluate(c, str(path))
   return path
@@ -270,7 +271,7 @@ def test_predict_prints_and_draws_top5_with_true_labels(workdir, tmp_path, capsy
 
 
 def test_predict_with_imagenet_weights_names_classes_and_reads_labels(weights_dir, tmp_path):
-  synsets = predict._imagenet_synsets()  # pylint: disable=protected-access
+  synsets = predict.imagenet_synsets()
   names = predict.class_names(None, 1000)
   assert synsets[0] == 'n01440764' and len(names) == 1000
   assert names[0] in ('tench', 'n01440764')  # English with torchvision installed, else WordNet id
@@ -282,17 +283,18 @@ def test_predict_with_imagenet_weights_names_classes_and_reads_labels(weights_di
   paths = [str(val), str(train)]
   # validation_labels.txt starts with n01751748 (the first validation image's synset).
   assert [predict.true_label(p, None, names) for p in paths] == [synsets.index('n01751748'), 1]
-  loaded = common.load_model(str(weights_dir))
-  assert (loaded.name, loaded.num_classes, loaded.image_size, loaded.data) == (
+  network = load.restore(load.locate(str(weights_dir)))
+  source = network.source
+  assert (source.name, source.num_classes, source.image_size, source.data_config) == (
       'resnet_tiny', 1000, 32, None)
-  probs, shown = predict.predict(loaded, paths)
+  probs, shown = predict.predict(network, paths)
   assert probs.shape == (2, 1000) and shown.shape == (2, 256, 256, 3)
   np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
   assert not np.allclose(probs[0], probs[1])  # different images, different predictions
 
 
-def test_load_model_errors_say_what_to_pass(tmp_path, workdir):
+def test_locate_errors_say_what_to_pass(tmp_path, workdir):
   with pytest.raises(FileNotFoundError, match='does not exist; pass a train.py --workdir'):
-    common.load_model(str(tmp_path / 'nothing'))
+    load.locate(str(tmp_path / 'nothing'))
   with pytest.raises(FileNotFoundError, match='no checkpoint at step 5 in .* its steps'):
-    common.load_model(str(workdir), step=5)
+    load.locate(str(workdir), step=5)

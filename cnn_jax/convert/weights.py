@@ -67,37 +67,15 @@ def skeleton(name: str, *, seed: int = 0, **kwargs) -> Skeleton:
   return Skeleton(*traced[0], rest)
 
 
-def build_model(name: str, state: nnx.State, *, seed: int = 0, **kwargs) -> nnx.Module:
-  """`models.create(name, seed=seed, **kwargs)` holding the weights `state` (no init cost)."""
-  graphdef, _, rest = skeleton(name, seed=seed, **kwargs)
-  return nnx.merge(graphdef, state, rest)
-
-
-def restore(directory: str, **kwargs) -> nnx.Module:
-  """The model saved in `directory`; `kwargs` (e.g. dtype, seed) are passed to `models.create`."""
-  meta = metadata(directory)
-  kwargs = {**meta['model_kwargs'], **kwargs}
-  graphdef, abstract, rest = skeleton(meta['model'], **kwargs)
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(os.path.abspath(directory), abstract)
-  return nnx.merge(graphdef, state, rest)
-
-
-def load_into(model: nnx.Module, directory: str, *, keep_mismatched: bool = False) -> list[str]:
-  """Copy the weights saved in `directory` into `model`, e.g. to fine-tune from them.
-
-  Weights whose shape differs (the classifier, when fine-tuning to another number of classes)
-  raise a ValueError, or with `keep_mismatched` keep `model`'s own initialisation; their names are
-  returned. A weight of `model` missing from the checkpoint always raises.
-  """
-  meta = metadata(directory)
-  return copy_into(model, nnx.state(restore(directory), WEIGHTS),
-                   f'the {meta["model"]} weights in {directory}', keep_mismatched=keep_mismatched)
-
-
 def copy_into(model: nnx.Module, weights: nnx.State, what: str, *,
               keep_mismatched: bool = False) -> list[str]:
-  """`load_into` for weights already in memory (`what` names them in an error)."""
+  """Copy `weights` (e.g. `load.restore(...).weights`) into `model`, to fine-tune from them.
+
+  Weights whose shape differs (the classifier, when fine-tuning to another number of classes)
+  raise a ValueError naming them (`what` names the weights), or with `keep_mismatched` keep
+  `model`'s own initialisation; their names are returned. A weight of `model` missing from
+  `weights` always raises.
+  """
   ours = dict(nnx.to_flat_state(nnx.state(model, WEIGHTS)))
   theirs = dict(nnx.to_flat_state(weights.filter(WEIGHTS)))
   name = lambda path: '.'.join(map(str, path))

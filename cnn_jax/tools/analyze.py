@@ -6,8 +6,8 @@ per image (Fig. 3) and memory (Fig. 4) against batch size, accuracy against thro
 
 Per model: parameters and GMACs (`cnn_jax.models.stats`, counted from the model itself), G-Ops =
 2 x GMACs (the paper counts a multiply-accumulate as two operations), eval-mode forward time per
-image and peak memory at each batch size, and training images/s of a jitted forward + backward +
-SGD-momentum step. Peak memory is XLA's compiled memory analysis of the jitted function: argument +
+image and peak memory at each batch size, and training images/s of the trainer's train step
+(`trainer.train_step`: its loss, forward + backward + SGD-momentum update). Peak memory is XLA's compiled memory analysis of the jitted function: argument +
 output + temporary buffers, less outputs aliased to donated arguments. It is what XLA allocates for
 one call, parameters included; it leaves out the Python process, the runtime and the compiled code.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -40,12 +41,14 @@ import numpy as np
 import optax
 from flax import nnx
 
+from cnn_jax import config as config_lib
+from cnn_jax import metrics
 from cnn_jax import models
+from cnn_jax import trainer
 from cnn_jax.models import stats
 from cnn_jax.tools import common
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
-AUX_LOSS_WEIGHT = 0.3  # auxiliary heads, where a model trains with them, join the loss (GoogLeNet §5)
 MODEL_COLUMNS = (
     'model', 'params', 'gmacs', 'gops', 'image_size', 'top1', 'top5', 'accuracy_source',
     'train_batch', 'train_step_ms', 'train_images_per_s', 'train_memory_mib', 'status')
@@ -170,36 +173,26 @@ def measure_forward(model: nnx.Module, image_size: int, batch_sizes: Sequence[in
   return rows
 
 
-def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
-  """A jitted SGD step on (params, other state, optimizer state), all donated."""
-
-  def loss_fn(model, images, labels):
-    out = model(images, train=True)
-    logits, aux = out if isinstance(out, tuple) else (out, ())
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    for a in aux:
-      loss += AUX_LOSS_WEIGHT * optax.softmax_cross_entropy_with_integer_labels(a, labels).mean()
-    return loss
-
-  def step(params, rest, opt_state, images, labels):
-    model = nnx.merge(graphdef, params, rest)
-    loss, grads = nnx.value_and_grad(loss_fn)(model, images, labels)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    _, rest = nnx.state(model, nnx.Param, ...)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
+def train_step(model: nnx.Module, tx: optax.GradientTransformation):
+  """The trainer's own jitted step (`trainer.train_step`: its loss, auxiliary heads at weight 1, which
+  costs what any weight does) for `model`, and a train state holding `model`'s values (copied: the
+  step donates it)."""
+  config = config_lib.base_config()
+  config.aux_loss_weight = 1.0
+  graphdef, params, rng_state, model_state = trainer.split_model(model)
+  params, model_state = jax.tree.map(jnp.copy, (params, model_state))
+  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'model_state': model_state,
+           'opt_state': tx.init(params), 'rng': jax.random.key_data(jax.random.key(0))}
+  step = jax.jit(functools.partial(trainer.train_step, graphdef=graphdef, rng_state=rng_state,
+                                   config=config, tx=tx), donate_argnums=(0, 1))
+  return step, state
 
 
 def measure_training(model: nnx.Module, image_size: int, batch: int, num_classes: int, *,
                      repeats: int, max_bytes: int, budget: Budget, forward_rows: list[dict],
                      name: str = '') -> dict:
   """Training images/s; the batch is halved until the step fits the memory limit and budget."""
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params, rest = jax.tree.map(jnp.copy, (params, rest))  # the step donates them; keep `model` intact
-  tx = optax.sgd(0.01, momentum=0.9)
-  step = train_step(graphdef, tx)
-  opt_state = tx.init(params)
+  step, state = train_step(model, optax.sgd(0.01, momentum=0.9))
   measured = [r for r in forward_rows if r['status'] == 'ok']
   status = 'skipped: no forward pass measured'
   while measured and batch >= 1:
@@ -209,22 +202,21 @@ def measure_training(model: nnx.Module, image_size: int, batch: int, num_classes
       status = f'skipped: time budget (~{estimate:.0f} s needed at batch {batch})'
       batch //= 2
       continue
-    images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
-    labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    batch_data = {'image': jnp.zeros((batch, image_size, image_size, 3), jnp.float32),
+                  'label': jnp.arange(batch, dtype=jnp.int32) % num_classes,
+                  'mask': jnp.ones((batch,), bool)}
     try:
-      compiled = step.lower(params, rest, opt_state, images, labels).compile()
+      compiled = step.lower(state, metrics.zeros(), batch_data).compile()
       need = memory_bytes(compiled)
       if need is not None and need > max_bytes:
         status = f'skipped: needs {need / 2**30:.1f} GiB > limit {max_bytes / 2**30:.1f} GiB'
         batch //= 2
         continue
-      images = jnp.zeros(images.shape, images.dtype)
-      labels = jnp.arange(batch, dtype=jnp.int32) % num_classes
-      state = [params, rest, opt_state]
+      carry = [state, metrics.zeros()]
 
       def call():
-        state[:] = compiled(*state, images, labels)[:3]
-        return state[0]
+        carry[:] = compiled(*carry, batch_data)
+        return carry
 
       seconds = _time_calls(call, repeats, budget)
     except Exception as e:  # pylint: disable=broad-except

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 from flax import nnx
 
+from cnn_jax import load
 from cnn_jax.tools import common
 
 GAP = 2  # pixels between kernels
@@ -97,15 +98,16 @@ def main(argv=None) -> None:
   parser.add_argument('--normalize', choices=('global', 'per_kernel'), default='global')
   args = parser.parse_args(argv)
 
-  loaded = common.load_model(args.workdir, step=args.step)
-  path, kernel = first_layer_kernel(loaded.model, args.layer)
-  towers = args.towers or getattr(loaded.model, 'groups', 1)
+  network = load.restore(load.locate(args.workdir, step=args.step))
+  model = network.model()
+  path, kernel = first_layer_kernel(model, args.layer)
+  towers = args.towers or getattr(model, 'groups', 1)
   grid = kernel_grid(kernel, towers=towers, cols=args.cols, scale=args.scale,
                      normalize=args.normalize)
   output = args.output or os.path.join(args.workdir, 'filters.png')
   common.pyplot().imsave(output, grid)
   kh, kw, cin, out = kernel.shape
-  print(f'{loaded.description}: {out} kernels of {kh}x{kw}x{cin} ({path})'
+  print(f'{network.description}: {out} kernels of {kh}x{kw}x{cin} ({path})'
         + (f' in {towers} towers of {out // towers}' if towers > 1 else '')
         + f' -> {output} ({grid.shape[1]}x{grid.shape[0]} px)', file=sys.stderr)
 

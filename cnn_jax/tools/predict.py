@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from cnn_jax import data
+from cnn_jax import load
 from cnn_jax.data import sources, transforms
 from cnn_jax.tools import common
 
@@ -74,7 +75,7 @@ def class_names(data_config: dict | None, num_classes: int) -> list[str]:
   return names
 
 
-def _imagenet_synsets() -> list[str]:
+def imagenet_synsets() -> list[str]:
   return list(_tfds_label_names('imagenet2012', None))
 
 
@@ -93,7 +94,7 @@ def true_label(path: str, data_config: dict | None, names: Sequence[str]) -> int
   imagenet = data_config is None or data_config['name'].startswith('imagenet2012')
   if not imagenet:
     return None
-  synsets = _imagenet_synsets()
+  synsets = imagenet_synsets()
   match = _IMAGENET_VAL.fullmatch(os.path.basename(path))
   if match:
     validation = _imagenet_validation_synsets()
@@ -105,11 +106,11 @@ def true_label(path: str, data_config: dict | None, names: Sequence[str]) -> int
   return None
 
 
-def predict(loaded: common.Loaded, paths: Sequence[str]):
+def predict(network: load.Network, paths: Sequence[str]):
   """(probabilities (N, classes), display images uint8 (N, 256, 256, 3)) of the image files."""
-  config = ml_collections.ConfigDict(loaded.data or {})
-  mean, std, crop, _ = data.model_preprocessing(config, loaded.name)
-  size = loaded.image_size
+  config = ml_collections.ConfigDict(network.source.data_config or {})
+  mean, std, crop, _ = data.model_preprocessing(config, network.source.name)
+  size = network.source.image_size
   transform = transforms.Transform(None, size, round(size / crop), mean, std)
   images, shown = [], []
   for path in paths:
@@ -117,7 +118,7 @@ def predict(loaded: common.Loaded, paths: Sequence[str]):
       encoded = f.read()
     images.append(transforms.decode_check(lambda: transform(encoded), lambda: path))
     shown.append(transforms.centre_crop(encoded, 256 / crop, 256))
-  graphdef, state = nnx.split(loaded.model)
+  graphdef, state = nnx.split(network.model())
   logits = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))(state, np.stack(images))
   return np.asarray(jax.nn.softmax(logits.astype(jnp.float32))), np.stack(shown)
 
@@ -172,12 +173,13 @@ def main(argv=None) -> None:
   if missing:
     parser.error(f'no such image file(s): {", ".join(missing)}')
 
-  loaded = common.load_model(args.workdir, step=args.step)
-  names = class_names(loaded.data, loaded.num_classes)
-  labels = [true_label(p, loaded.data, names) for p in args.images]
-  probs, shown = predict(loaded, args.images)
-  top = min(args.top, loaded.num_classes)
-  print(f'{loaded.description}, {loaded.image_size} px')
+  network = load.restore(load.locate(args.workdir, step=args.step))
+  source = network.source
+  names = class_names(source.data_config, source.num_classes)
+  labels = [true_label(p, source.data_config, names) for p in args.images]
+  probs, shown = predict(network, args.images)
+  top = min(args.top, source.num_classes)
+  print(f'{network.description}, {source.image_size} px')
   for path, p, label in zip(args.images, probs, labels):
     print(f'{path}: true label {names[label] if label is not None else "unknown"}')
     for rank, k in enumerate(np.argsort(-p)[:top], 1):
