@@ -64,8 +64,11 @@ def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[s
   """Compile and run the trainer's train step; returns compile_s, step_s, images_per_s."""
   c = config_lib.base_config()
   c.model.name = name
+  c.data.name = 'digits'
   c.image_size = size
   c.batch_size = batch
+  c.optimizer.update(name='sgd', lr=0.1, momentum=0.9, decay_mask='all')
+  c.schedule.name = 'constant'
   c.num_classes = 1000
   c.num_train_steps = 1000
   c.half_precision = bf16

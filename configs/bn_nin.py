@@ -24,12 +24,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = 'bn_nin'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'alexnet'
   c.image_size = 224
   c.batch_size = 128
-  c.eval_batch_size = 256
   c.num_epochs = 35.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.1
@@ -40,8 +38,6 @@ def get_config(arg=None):
   c.schedule.name = 'step'
   c.schedule.factor = 0.1
   c.schedule.boundaries_epochs = (9.0, 19.0, 25.0)
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'bn_nin_tiny')
   return c

@@ -21,12 +21,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = 'densenet121'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'resnet'
   c.image_size = 224
   c.batch_size = 256
-  c.eval_batch_size = 256
   c.num_epochs = 90.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.1
@@ -37,8 +35,6 @@ def get_config(arg=None):
   c.schedule.name = 'step'
   c.schedule.factor = 0.1
   c.schedule.boundaries_epochs = (30.0, 60.0)
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'densenet_tiny')
   return c

@@ -29,12 +29,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = 'enet' if args.variant == 'v1' else 'enet_v2'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'alexnet'
   c.image_size = 224
   c.batch_size = 128
-  c.eval_batch_size = 256
   c.num_epochs = 35.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.01
@@ -45,8 +43,6 @@ def get_config(arg=None):
   c.schedule.name = 'step'
   c.schedule.factor = 0.5
   c.schedule.boundaries_epochs = (10.0, 15.0, 20.0, 30.0)
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'enet_tiny')
   return c

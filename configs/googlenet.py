@@ -33,12 +33,10 @@ def get_config(arg=None):
   c.model.name = 'googlenet'
   c.model.kwargs.aux_logits = True
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'googlenet'
   c.image_size = 224
   c.batch_size = 256
-  c.eval_batch_size = 256
   c.num_epochs = 60.0
   c.aux_loss_weight = 0.3
   c.ema_decay = 0.9999
@@ -50,8 +48,6 @@ def get_config(arg=None):
   c.schedule.name = 'exponential'
   c.schedule.factor = 0.96
   c.schedule.decay_epochs = 8.0
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'googlenet_tiny')
   return c

@@ -28,12 +28,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = 'inception_v4'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'inception_tf'
   c.image_size = 299
   c.batch_size = 256
-  c.eval_batch_size = 256
   c.num_epochs = 100.0
   c.label_smoothing = 0.1
   c.ema_decay = 0.9999
@@ -47,8 +45,6 @@ def get_config(arg=None):
   c.schedule.name = 'exponential'
   c.schedule.factor = 0.94
   c.schedule.decay_epochs = 2.0
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'inception_v4_tiny')
   return c

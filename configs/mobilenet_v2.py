@@ -23,12 +23,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = 'mobilenet_v2'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'inception'
   c.image_size = 224
   c.batch_size = 256
-  c.eval_batch_size = 256
   c.num_epochs = 300.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.045
@@ -38,8 +36,6 @@ def get_config(arg=None):
   c.schedule.name = 'exponential'
   c.schedule.factor = 0.98
   c.schedule.decay_epochs = 1.0
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'mobilenet_v2_tiny')
   return c

@@ -26,12 +26,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = 'nin'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'alexnet'
   c.image_size = 224
   c.batch_size = 128
-  c.eval_batch_size = 256
   c.num_epochs = 90.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.01
@@ -42,8 +40,6 @@ def get_config(arg=None):
   c.schedule.factor = 0.1
   c.schedule.patience = 2
   c.schedule.max_reductions = 3
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'nin_tiny')
   return c

@@ -33,7 +33,6 @@ def get_config(arg=None):
   c.schedule.name = 'warmup_cosine'
   c.schedule.warmup_epochs = 1.0
   c.log_every_steps = 10
-  c.eval_every_steps = 0  # every epoch
   c.keep_checkpoints = 2
   if args.runlocal:
     config_lib.apply_runlocal(c, 'resnet_tiny', 32)

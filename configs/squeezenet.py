@@ -29,12 +29,10 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model.name = f'squeezenet{args.version}'
   c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.augment = 'alexnet'
   c.image_size = 224
   c.batch_size = 512
-  c.eval_batch_size = 256
   c.num_epochs = 68.0
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.04
@@ -42,8 +40,6 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 2e-4
   c.optimizer.decay_mask = 'all'
   c.schedule.name = 'linear'
-  c.eval_every_steps = 0
-  c.log_every_steps = 100
   if args.runlocal:
     config_lib.apply_runlocal(c, 'squeezenet_tiny')
   return c

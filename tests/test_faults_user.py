@@ -66,7 +66,7 @@ def test_unknown_recipe_argument(tmp_path):
     (['--config.eval_batch_size=-1'], ['eval_batch_size=-1', 'positive']),
     (['--config.model.name=resnet_huge'], ["unknown model 'resnet_huge'", 'resnet_tiny']),
     # vgg_tiny keeps VGG's five 2x2 max-pools: 2^5 = 32 px at least (Simonyan & Zisserman, Table 1)
-    (['--config=configs/vgg16.py:runlocal', '--config.image_size=8'],
+    (['--config=configs/vgg.py:runlocal', '--config.image_size=8'],
      ['image_size=8', 'at least 32x32', '--config.image_size >= 32']),
 ], ids=['batch_size_0', 'eval_batch_size_negative', 'unknown_model', 'image_too_small'])
 def test_bad_config_values(tmp_path, args, words):

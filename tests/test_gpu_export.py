@@ -28,8 +28,11 @@ MODELS = sorted({STAND_INS.get(name, name) for name in models.list_models()
 def train_step(name: str, half_precision: bool = False) -> trainer.TrainStep:
   c = config_lib.base_config()
   c.model.name = name
+  c.data.name = 'digits'
   c.image_size = models.get_info(name).input_size
   c.batch_size = 2
+  c.optimizer.update(name='sgd', lr=0.1, momentum=0.9)
+  c.schedule.name = 'constant'
   c.num_classes = 1000
   c.num_train_steps = 1
   c.half_precision = half_precision

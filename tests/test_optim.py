@@ -24,10 +24,12 @@ def schedule_cfg(**fields):
 
 
 def opt_config(**optimizer):
-  """A config with a constant schedule and the given optimizer fields (no momentum unless set)."""
+  """A config with a constant schedule and the given optimizer fields (unless set: SGD without
+  momentum, weight decay on all parameters)."""
   c = config_lib.base_config()
-  c.optimizer.momentum = 0.0
+  c.optimizer.update(name='sgd', momentum=0.0, decay_mask='all')
   c.optimizer.update(optimizer)
+  c.schedule.name = 'constant'
   return c
 
 

@@ -55,8 +55,8 @@ TABLE = {
     # Simonyan & Zisserman 2015 §3.1 [P]: batch 256, momentum 0.9, L2 5e-4, lr 0.01 /10 when the
     # validation accuracy stops improving (3 times), 370 K iterations = 74 epochs, 224 crops;
     # decay on all parameters: Caffe's default decay_mult 1 [D: the paper does not say].
-    ('vgg16', None): Row(256, 0.01, 0.9, 5e-4, 'all', ('plateau', 0.1, 3), 74, 224),
-    ('vgg19', None): Row(256, 0.01, 0.9, 5e-4, 'all', ('plateau', 0.1, 3), 74, 224),
+    ('vgg', None): Row(256, 0.01, 0.9, 5e-4, 'all', ('plateau', 0.1, 3), 74, 224),
+    ('vgg', 'depth=19'): Row(256, 0.01, 0.9, 5e-4, 'all', ('plateau', 0.1, 3), 74, 224),
     # Szegedy et al. 2015 §5-§6 [P]: momentum 0.9, lr -4 % every 8 epochs, aux weight 0.3, Polyak
     # averaging, 224 px (§5). BVLC Caffe bvlc_googlenet solver [S]: lr 0.01, wd 2e-4, step x0.96
     # every 320 K iterations of 32 (8 epochs); its train_val decays weights only (decay_mult 0 on

@@ -20,7 +20,7 @@ from cnn_jax import checkpoint, config as config_lib, trainer
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / 'tests' / 'trainer_worker.py'
-VGG = 'configs/vgg16.py:runlocal'
+VGG = 'configs/vgg.py:runlocal'
 
 
 def start(cache, workdir, *args, devices=1, config=VGG):

@@ -131,7 +131,8 @@ def make_config(exp: Experiment, variant: Variant, seed: int, steps: int, datase
   c.batch_size = 64
   c.eval_batch_size = 500
   c.num_train_steps = steps
-  c.optimizer.lr = exp.lr
+  c.optimizer.update(name='sgd', lr=exp.lr, momentum=0.9)
+  c.schedule.name = 'constant'
   c.log_every_steps = max(1, steps // 25)
   c.eval_every_steps = steps
   c.checkpoint_every_steps = -1
