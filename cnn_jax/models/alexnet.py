@@ -1,22 +1,19 @@
 """AlexNet: the 2012 two-tower network, torchvision's single-tower variant, and BN-AlexNet.
 
 - Krizhevsky, Sutskever, Hinton 2012, "ImageNet Classification with Deep Convolutional Neural
-  Networks", §3 and Fig. 2. The two GPUs are `feature_group_count=2` on conv2, conv4 and conv5;
-  LRN (§3.3) within each tower; overlapping max-pool 3/2 (§3.4); dropout 0.5 after fc6 and fc7
-  (§4.2); init N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere (§5).
-  The paper says 224x224 input, but its arithmetic needs 227 (as in Caffe's bvlc_alexnet).
-- torchvision `alexnet`: the "One weird trick" layout (Krizhevsky 2014, arXiv 1404.5997),
-  64-192-384-256-256, conv1 padding 2, no LRN, dropout before fc6 and fc7.
+  Networks", §3 and Fig. 2 (table `PAPER_2012`). The two GPUs are `feature_group_count=2` on conv2,
+  conv4 and conv5; LRN (§3.3) within each tower; overlapping max-pool 3/2 (§3.4); dropout 0.5 after
+  fc6 and fc7 (§4.2); init N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere
+  (§5). The paper says 224x224 input, but its arithmetic needs 227 (as in Caffe's bvlc_alexnet).
+- torchvision `alexnet`: the "One weird trick" layout (Krizhevsky 2014, arXiv 1404.5997; table
+  `ONE_WEIRD_TRICK`), 64-192-384-256-256, conv1 padding 2, no LRN, dropout before fc6 and fc7.
 - BN-AlexNet: the same layout with BatchNorm (eps 1e-3) after every conv and hidden FC layer and no
   dropout, as soumith/imagenet-multiGPU.torch `alexnetowtbn` (the network Canziani et al. used).
 
 Model parallelism (`AlexNet2012(tower_axis='model')`, issue #6): the paper's two-GPU split (§3.2)
-as a sharding of the same network over a mesh axis of size `groups`. Every kernel and bias is
-sharded over that axis on its output dimension (conv1..conv5 channels, fc6..fc8 units), so each
-device holds one tower and half of each FC layer; activations are pinned to that layout, and
-gathered only at conv3's input and at the inputs of fc6, fc7, fc8 and the logits, where the
-paper's GPUs communicate. Parameters are identical to the unsplit network's, so checkpoints move
-freely between the two.
+as a sharding of the same network over a mesh axis of size `groups`, kept apart from the forward
+pass in `TowerSplit` at the end of this file. Parameters are identical to the unsplit network's, so
+checkpoints move freely between the two.
 
 All three end the feature extractor with an adaptive average pool to 6x6 (identity at the default
 resolution), as torchvision does, so that smaller images still fit the 9216-wide fc6.
@@ -24,9 +21,10 @@ resolution), as torchvision does, so that smaller images still fit the 9216-wide
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +35,263 @@ from cnn_jax import kernels
 from cnn_jax.models import layers
 from cnn_jax.models.registry import register
 
+
+class Conv(NamedTuple):
+  """A conv layer of a table, followed by ReLU, then LRN and a 3x3/2 max-pool where marked."""
+  name: str
+  channels: int  # output channels, both towers together
+  kernel: int
+  stride: int
+  padding: int
+  grouped: bool = False  # each tower convolves only its own half of the input channels
+  bias: float | None = None  # initial bias; None: torch's default init
+  lrn: bool = False
+  pool: bool = False
+
+
+class FC(NamedTuple):
+  """A fully connected layer of a table; all but the last are followed by ReLU."""
+  name: str
+  units: int | None  # None: num_classes
+  bias: float | None = None  # initial bias; None: torch's default init
+  dropout: bool = False
+
+
+# Krizhevsky et al. 2012, §3 and Fig. 2: widths are both GPUs' together, `grouped` convs are the
+# ones connected only within a GPU (§3.5), LRN §3.3, overlapping 3x3/2 pools §3.4, biases §5.
+PAPER_2012 = (
+    #    name     out   k  s  pad grouped bias  lrn    pool
+    Conv('conv1',  96, 11, 4, 0,  False,  0.0, True,  True),
+    Conv('conv2', 256,  5, 1, 2,  True,   1.0, True,  True),
+    Conv('conv3', 384,  3, 1, 1,  False,  0.0, False, False),  # the towers exchange activations
+    Conv('conv4', 384,  3, 1, 1,  True,   1.0, False, False),
+    Conv('conv5', 256,  3, 1, 1,  True,   1.0, False, True),
+)
+PAPER_2012_FC = (  # dropout 0.5 after the ReLU (§4.2)
+    FC('fc6', 4096, 1.0, dropout=True), FC('fc7', 4096, 1.0, dropout=True), FC('fc8', None, 0.0))
+
+# torchvision `alexnet` (Krizhevsky 2014, "One weird trick", arXiv 1404.5997) and, with BatchNorm
+# after every conv and hidden FC layer, soumith's `alexnetowtbn`. Torch's default init throughout.
+ONE_WEIRD_TRICK = (
+    #    name    out   k  s  pad
+    Conv('conv1', 64, 11, 4, 2, pool=True),
+    Conv('conv2', 192, 5, 1, 2, pool=True),
+    Conv('conv3', 384, 3, 1, 1),
+    Conv('conv4', 256, 3, 1, 1),
+    Conv('conv5', 256, 3, 1, 1, pool=True),
+)
+ONE_WEIRD_TRICK_FC = (  # dropout *before* fc6 and fc7, as torchvision
+    FC('fc6', 4096, dropout=True), FC('fc7', 4096, dropout=True), FC('fc8', None))
+
 _normal_001 = nnx.initializers.normal(0.01)
-_ones = nnx.initializers.ones
-_zeros = nnx.initializers.zeros
+
+
+class AlexNet2012(nnx.Module):
+  """The 2012 network (`PAPER_2012`) as one graph: each grouped conv holds both towers' kernels.
+
+  `groups=2` gives the paper's two towers; conv1 and conv3 see the whole input as in Fig. 2 (conv3
+  is where the towers exchange activations; the FC layers are the other place). `tower_axis` names
+  a mesh axis of size `groups` to place one tower per device (see `TowerSplit`); the model must
+  then be traced under `jax.set_mesh(mesh)`.
+  """
+
+  name = 'alexnet2012'
+  min_input_size = 67
+
+  def __init__(
+      self, num_classes: int = 1000, *,
+      channels: Sequence[int] = tuple(c.channels for c in PAPER_2012),
+      fc_features: int = PAPER_2012_FC[0].units, groups: int = 2, dropout: float = 0.5,
+      lrn: bool = True, tower_axis: str | None = None, dtype=None, rngs: nnx.Rngs,
+  ):
+    self.split = TowerSplit(tower_axis, groups)
+    self.split.check_widths({'conv1': channels[0], 'conv3': channels[2], 'fc6/fc7': fc_features,
+                             'fc8': num_classes})
+    for spec, cin, cout in zip(PAPER_2012, (3, *channels[:-1]), channels):
+      setattr(self, spec.name, layers.conv(
+          cin, cout, (spec.kernel, spec.kernel), spec.stride, padding=layers.pad(spec.padding),
+          feature_group_count=groups if spec.grouped else 1, kernel_init=_normal_001,
+          bias_init=nnx.initializers.constant(spec.bias), dtype=dtype, rngs=rngs,
+          **self.split.conv_options()))
+    fc_in = (6 * 6 * channels[-1], fc_features, fc_features)
+    for spec, fin, fout in zip(PAPER_2012_FC, fc_in, (fc_features, fc_features, num_classes)):
+      setattr(self, spec.name, nnx.Linear(
+          fin, fout, kernel_init=_normal_001, bias_init=nnx.initializers.constant(spec.bias),
+          dtype=dtype, rngs=rngs, **self.split.linear_options()))
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.groups = groups
+    self.lrn = lrn
+
+  def _conv(self, spec: Conv, x):
+    """conv -> ReLU -> LRN -> max-pool, as the table row `spec` says."""
+    x = self.split.towers(nnx.relu(getattr(self, spec.name)(x)))
+    if spec.lrn and self.lrn:
+      x = layers.local_response_norm(x, groups=self.groups)  # within each tower
+    if spec.pool:
+      x = layers.max_pool(x, 3, 2)
+    return x
+
+  def towers(self, x):
+    """conv1..pool2: up to here each tower only sees its own channels (after conv1)."""
+    layers.check_input_size(self.name, x, self.min_input_size)
+    self.split.check_mesh(self.name)
+    for spec in PAPER_2012[:2]:
+      x = self._conv(spec, x)
+    return x
+
+  def features(self, x):
+    """conv1..pool5, (N, H, W, 3) -> (N, 6, 6, C5)."""
+    x = self.split.gather(self.towers(x))  # conv3 sees both towers
+    for spec in PAPER_2012[2:]:
+      x = self._conv(spec, x)
+    return layers.adaptive_avg_pool(x, 6)
+
+  def classifier(self, x, *, train: bool = False):
+    """fc6..fc8 on flattened features; dropout after the ReLU of fc6 and fc7 (paper §4.2)."""
+    *hidden, last = PAPER_2012_FC
+    for spec in hidden:
+      x = self.split.towers(nnx.relu(getattr(self, spec.name)(x)))
+      if spec.dropout:
+        x = self.dropout(x, deterministic=not train)
+    x = self.split.towers(getattr(self, last.name)(x))
+    return self.split.gather(x)  # the logits, whole for the softmax
+
+  def __call__(self, x, *, train: bool = False):
+    x = self.features(x)
+    # Flatten in PyTorch's (C, H, W) order so that torchvision/caffe fc6 weights map directly.
+    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    return self.classifier(x, train=train).astype(jnp.float32)
+
+
+class AlexNet(nnx.Module):
+  """torchvision's AlexNet (`ONE_WEIRD_TRICK`; with `batch_norm=True`, BN-AlexNet).
+
+  The layers are lists as torchvision's `features` and `classifier` (`convs[i]` is the table's
+  row i), so that its state_dict maps by index.
+  """
+
+  min_input_size = 63
+
+  def __init__(
+      self, num_classes: int = 1000, *,
+      channels: Sequence[int] = tuple(c.channels for c in ONE_WEIRD_TRICK),
+      fc_features: int = ONE_WEIRD_TRICK_FC[0].units, dropout: float = 0.5,
+      batch_norm: bool = False, dtype=None, rngs: nnx.Rngs,
+  ):
+    self.name = 'bn_alexnet' if batch_norm else 'alexnet'
+    self.convs = nnx.List([
+        layers.conv(cin, cout, (spec.kernel, spec.kernel), spec.stride,
+                    padding=layers.pad(spec.padding), kernel_init=layers.torch_default_kernel_init,
+                    bias_init=layers.torch_default_bias_init(cin * spec.kernel**2), dtype=dtype,
+                    rngs=rngs)
+        for spec, cin, cout in zip(ONE_WEIRD_TRICK, (3, *channels[:-1]), channels)])
+    fc_in = (6 * 6 * channels[-1], fc_features, fc_features)
+    self.fcs = nnx.List([
+        nnx.Linear(i, o, kernel_init=layers.torch_default_kernel_init,
+                   bias_init=layers.torch_default_bias_init(i), dtype=dtype, rngs=rngs)
+        for i, o in zip(fc_in, (fc_features, fc_features, num_classes))])
+    self.batch_norm = batch_norm
+    if batch_norm:
+      bn = lambda n: layers.batch_norm(n, eps=1e-3, dtype=dtype, rngs=rngs)
+      self.conv_bns = nnx.List([bn(c) for c in channels])
+      self.fc_bns = nnx.List([bn(fc_features), bn(fc_features)])
+    self.dropout = nnx.Dropout(0.0 if batch_norm else dropout, rngs=rngs)
+
+  def __call__(self, x, *, train: bool = False):
+    layers.check_input_size(self.name, x, self.min_input_size)
+    for i, spec in enumerate(ONE_WEIRD_TRICK):
+      x = self.convs[i](x)
+      if self.batch_norm:
+        x = self.conv_bns[i](x, use_running_average=not train)
+      x = nnx.relu(x)
+      if spec.pool:
+        x = layers.max_pool(x, 3, 2)
+    x = layers.adaptive_avg_pool(x, 6)
+    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    for i, spec in enumerate(ONE_WEIRD_TRICK_FC[:-1]):
+      if spec.dropout:
+        x = self.dropout(x, deterministic=not train)
+      x = self.fcs[i](x)
+      if self.batch_norm:
+        x = self.fc_bns[i](x, use_running_average=not train)
+      x = nnx.relu(x)
+    return self.fcs[-1](x).astype(jnp.float32)
+
+
+# The two-GPU split --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TowerSplit:
+  """The paper's two-GPU split (§3.2) as a sharding over mesh axis `axis` of size `groups`; with
+  `axis=None` (one device) every part of it is a no-op.
+
+  Every kernel and bias is sharded over `axis` on its output dimension (conv1..conv5 channels,
+  fc6..fc8 units), so each device holds one tower and half of each FC layer. The layers built with
+  `conv_options` / `linear_options` compute their own channels or units on each device: the convs
+  as explicit towers (`_tower_conv`), the FC layers from their whole (gathered) input. The forward
+  pass pins each layer's activations to the towers (`towers`) and gathers them (`gather`) at
+  conv3's input and the logits; with the FC inputs, these are where the paper's GPUs communicate.
+  """
+
+  axis: str | None
+  groups: int
+
+  def check_widths(self, widths: dict[str, int]):
+    """Fail clearly unless every layer whose output the towers share splits evenly."""
+    uneven = {n: c for n, c in widths.items() if c % self.groups}
+    if self.axis is not None and uneven:
+      raise ValueError(f'tower_axis={self.axis!r} splits every layer into {self.groups} towers, '
+                       f'but {uneven} output widths are not divisible by {self.groups}; use even '
+                       'widths or tower_axis=None')
+
+  def check_mesh(self, model: str):
+    """Fail clearly unless the current mesh has one device per tower."""
+    if self.axis is None:
+      return
+    mesh = jax.sharding.get_abstract_mesh()
+    if self.axis not in mesh.axis_names or mesh.shape[self.axis] != self.groups:
+      raise ValueError(
+          f'{model}(tower_axis={self.axis!r}) needs a mesh with a {self.axis!r} '
+          f'axis of size {self.groups}, one device per tower, but the current mesh is '
+          f'{dict(mesh.shape)}; trace it under `with jax.set_mesh(mesh):`, or build the model '
+          'with tower_axis=None')
+
+  def _metadata(self, ndim: int):
+    """Parameter metadata: output axis (last) over the tower axis; placed by the caller."""
+    return {'out_sharding': (None,) * (ndim - 1) + (self.axis,), 'eager_sharding': False}
+
+  def conv_options(self) -> dict:
+    """Keyword arguments of `layers.conv` for a conv split into the towers."""
+    if self.axis is None:
+      return {}
+    return {'kernel_metadata': self._metadata(4), 'bias_metadata': self._metadata(1),
+            'conv_general_dilated': functools.partial(_tower_conv, axis=self.axis)}
+
+  def linear_options(self) -> dict:
+    """Keyword arguments of `nnx.Linear` for an FC layer split into the towers."""
+    if self.axis is None:
+      return {}
+    return {'kernel_metadata': self._metadata(2), 'bias_metadata': self._metadata(1),
+            'dot_general': _gathered_dot}
+
+  def towers(self, x):
+    """`x` with its channels (last axis) split over the towers, one tower per device."""
+    return x if self.axis is None else _place(x, self.axis)
+
+  def gather(self, x):
+    """`x` whole on every device: the towers exchange activations."""
+    return x if self.axis is None else _place(x, None)
+
+
+def _place(x, axis: str | None):
+  """Pin the last (channel) axis of `x` to `axis` (None: every device); the batch axis stays."""
+  return jax.lax.with_sharding_constraint(x, P(P.UNCONSTRAINED, *(None,) * (x.ndim - 2), axis))
+
+
+def _gathered_dot(lhs, rhs, *args, **kwargs):
+  """`jax.lax.dot_general` of an FC layer whose units are split over the towers: each device
+  computes its units from the whole (gathered) input."""
+  return jax.lax.dot_general(_place(lhs, None), rhs, *args, **kwargs)
 
 
 def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
@@ -65,166 +317,6 @@ def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
       x, w, *args, feature_group_count=max(1, feature_group_count // mesh.shape[axis]), **kwargs)
   return jax.shard_map(local, in_specs=(lhs_spec, split), out_specs=out_spec,
                        axis_names={axis, *batch})(lhs, rhs)
-
-
-class AlexNet2012(nnx.Module):
-  """The 2012 network as one graph: each grouped conv holds both towers' kernels.
-
-  `groups=2` gives the paper's two towers; conv1 and conv3 see the whole input as in Fig. 2 (conv3
-  is where the towers exchange activations; the FC layers are the other place). `tower_axis` names
-  a mesh axis of size `groups` to place one tower per device (see the module docstring); the model
-  must then be traced under `jax.set_mesh(mesh)`.
-  """
-
-  name = 'alexnet2012'
-  min_input_size = 67
-
-  def __init__(
-      self, num_classes: int = 1000, *, channels: Sequence[int] = (96, 256, 384, 384, 256),
-      fc_features: int = 4096, groups: int = 2, dropout: float = 0.5, lrn: bool = True,
-      tower_axis: str | None = None, dtype=None, rngs: nnx.Rngs,
-  ):
-    c1, c2, c3, c4, c5 = channels
-    if tower_axis is not None:
-      uneven = {n: c for n, c in zip(('conv1', 'conv3', 'fc6/fc7', 'fc8'),
-                                     (c1, c3, fc_features, num_classes)) if c % groups}
-      if uneven:
-        raise ValueError(f'tower_axis={tower_axis!r} splits every layer into {groups} towers, but '
-                         f'{uneven} output widths are not divisible by {groups}; use even widths '
-                         'or tower_axis=None')
-    def sharded(ndim):  # metadata: output axis (last) over the tower axis; placed by the caller
-      if tower_axis is None:
-        return {}
-      return {'out_sharding': (None,) * (ndim - 1) + (tower_axis,), 'eager_sharding': False}
-    def conv(cin, cout, k, stride=1, padding=0, groups=1, bias=0.0):
-      towers = {'conv_general_dilated': functools.partial(_tower_conv, axis=tower_axis)}
-      return layers.conv(cin, cout, (k, k), stride, padding=layers.pad(padding),
-                         feature_group_count=groups, kernel_init=_normal_001,
-                         bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(4),
-                         bias_metadata=sharded(1), dtype=dtype, rngs=rngs,
-                         **(towers if tower_axis else {}))
-    def fc(cin, cout, bias=0.0):
-      return nnx.Linear(cin, cout, kernel_init=_normal_001,
-                        bias_init=nnx.initializers.constant(bias), kernel_metadata=sharded(2),
-                        bias_metadata=sharded(1), dtype=dtype, rngs=rngs)
-    self.groups = groups
-    self.tower_axis = tower_axis
-    self.lrn = lrn
-    self.conv1 = conv(3, c1, 11, stride=4)
-    self.conv2 = conv(c1, c2, 5, padding=2, groups=groups, bias=1.0)
-    self.conv3 = conv(c2, c3, 3, padding=1)
-    self.conv4 = conv(c3, c4, 3, padding=1, groups=groups, bias=1.0)
-    self.conv5 = conv(c4, c5, 3, padding=1, groups=groups, bias=1.0)
-    self.fc6 = fc(6 * 6 * c5, fc_features, bias=1.0)
-    self.fc7 = fc(fc_features, fc_features, bias=1.0)
-    self.fc8 = fc(fc_features, num_classes)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
-
-  def _lrn(self, x):
-    return layers.local_response_norm(x, groups=self.groups) if self.lrn else x
-
-  def _check_mesh(self):
-    """With `tower_axis`: fail clearly unless the current mesh has one device per tower."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if self.tower_axis not in mesh.axis_names or mesh.shape[self.tower_axis] != self.groups:
-      raise ValueError(
-          f'{self.name}(tower_axis={self.tower_axis!r}) needs a mesh with a {self.tower_axis!r} '
-          f'axis of size {self.groups}, one device per tower, but the current mesh is '
-          f'{dict(mesh.shape)}; trace it under `with jax.set_mesh(mesh):`, or build the model '
-          'with tower_axis=None')
-
-  def _place(self, x, split: bool):
-    """With `tower_axis`: pin the last (channel) axis of `x` to one tower per device (`split`) or
-    to every device (a gather: the towers exchange activations); the batch axis stays as it is."""
-    if self.tower_axis is None:
-      return x
-    self._check_mesh()
-    spec = P(P.UNCONSTRAINED, *(None,) * (x.ndim - 2), self.tower_axis if split else None)
-    return jax.lax.with_sharding_constraint(x, spec)
-
-  def towers(self, x):
-    """conv1..pool2: up to here each tower only sees its own channels (after conv1)."""
-    layers.check_input_size(self.name, x, self.min_input_size)
-    if self.tower_axis is not None:
-      self._check_mesh()
-    x = self._place(nnx.relu(self.conv1(x)), split=True)
-    x = layers.max_pool(self._lrn(x), 3, 2)
-    x = self._place(nnx.relu(self.conv2(x)), split=True)
-    return layers.max_pool(self._lrn(x), 3, 2)
-
-  def features(self, x):
-    """conv1..pool5, (N, H, W, 3) -> (N, 6, 6, C5)."""
-    x = self._place(self.towers(x), split=False)  # conv3 sees both towers
-    x = self._place(nnx.relu(self.conv3(x)), split=True)
-    x = self._place(nnx.relu(self.conv4(x)), split=True)
-    x = layers.max_pool(self._place(nnx.relu(self.conv5(x)), split=True), 3, 2)
-    return layers.adaptive_avg_pool(x, 6)
-
-  def classifier(self, x, *, train: bool = False):
-    """fc6..fc8 on flattened features; dropout after the ReLU of fc6 and fc7 (paper §4.2). With
-    `tower_axis`, each device computes half of each layer's units from all of its inputs."""
-    for fc in (self.fc6, self.fc7):
-      x = self._place(nnx.relu(fc(self._place(x, split=False))), split=True)
-      x = self.dropout(x, deterministic=not train)
-    x = self._place(self.fc8(self._place(x, split=False)), split=True)
-    return self._place(x, split=False)  # the logits, gathered for the softmax
-
-  def __call__(self, x, *, train: bool = False):
-    x = self.features(x)
-    # Flatten in PyTorch's (C, H, W) order so that torchvision/caffe fc6 weights map directly.
-    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-    return self.classifier(x, train=train).astype(jnp.float32)
-
-
-class AlexNet(nnx.Module):
-  """torchvision's AlexNet (and, with `batch_norm=True`, BN-AlexNet)."""
-
-  min_input_size = 63
-
-  def __init__(
-      self, num_classes: int = 1000, *, channels: Sequence[int] = (64, 192, 384, 256, 256),
-      fc_features: int = 4096, dropout: float = 0.5, batch_norm: bool = False, dtype=None,
-      rngs: nnx.Rngs,
-  ):
-    self.name = 'bn_alexnet' if batch_norm else 'alexnet'
-    cins = (3, *channels[:-1])
-    specs = ((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))  # kernel, stride, padding
-    self.convs = nnx.List([
-        layers.conv(cin, cout, (k, k), s, padding=layers.pad(p),
-                    kernel_init=layers.torch_default_kernel_init,
-                    bias_init=layers.torch_default_bias_init(cin * k * k), dtype=dtype, rngs=rngs)
-        for cin, cout, (k, s, p) in zip(cins, channels, specs)])
-    fc_in = (6 * 6 * channels[-1], fc_features, fc_features)
-    fc_out = (fc_features, fc_features, num_classes)
-    self.fcs = nnx.List([
-        nnx.Linear(i, o, kernel_init=layers.torch_default_kernel_init,
-                   bias_init=layers.torch_default_bias_init(i), dtype=dtype, rngs=rngs)
-        for i, o in zip(fc_in, fc_out)])
-    self.batch_norm = batch_norm
-    if batch_norm:
-      bn = lambda n: layers.batch_norm(n, eps=1e-3, dtype=dtype, rngs=rngs)
-      self.conv_bns = nnx.List([bn(c) for c in channels])
-      self.fc_bns = nnx.List([bn(fc_features), bn(fc_features)])
-    self.dropout = nnx.Dropout(0.0 if batch_norm else dropout, rngs=rngs)
-
-  def __call__(self, x, *, train: bool = False):
-    layers.check_input_size(self.name, x, self.min_input_size)
-    for i, conv in enumerate(self.convs):
-      x = conv(x)
-      if self.batch_norm:
-        x = self.conv_bns[i](x, use_running_average=not train)
-      x = nnx.relu(x)
-      if i in (0, 1, 4):
-        x = layers.max_pool(x, 3, 2)
-    x = layers.adaptive_avg_pool(x, 6)
-    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-    for i, fc in enumerate(self.fcs[:2]):
-      x = fc(self.dropout(x, deterministic=not train))  # torchvision: dropout *before* fc6, fc7
-      if self.batch_norm:
-        x = self.fc_bns[i](x, use_running_average=not train)
-      x = nnx.relu(x)
-    return self.fcs[2](x).astype(jnp.float32)
-
 
 _PAPER_2012 = 'Krizhevsky, Sutskever, Hinton 2012, ImageNet Classification with Deep CNNs'
 _OWT = 'Krizhevsky 2014, One weird trick for parallelizing CNNs (arXiv 1404.5997)'
