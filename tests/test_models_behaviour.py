@@ -1,7 +1,8 @@
-"""Behaviour of NiN, VGG, ResNet, GoogLeNet and Inception v3: real compute on the tiny variants.
+"""Train versus eval behaviour: BatchNorm statistics, dropout draws, auxiliary heads, determinism.
 
-Each tiny model is compiled once per mode (module-scoped fixtures) in NNX functional form; the
-tests then compare outputs and BatchNorm statistics across calls. Counts use abstract evaluation.
+Real compute on small models: the tiny NiN, VGG, ResNet, GoogLeNet and Inception v3 are compiled
+once per mode (module-scoped fixtures) in NNX functional form and compared across calls; MobileNetV2
+and an ENet bottleneck run eval then train twice in one compiled call.
 """
 
 import functools
@@ -13,8 +14,7 @@ import pytest
 from flax import nnx
 
 from cnn_jax import models
-from cnn_jax.models import googlenet, resnet, stats
-from cnn_jax.models.__main__ import main as list_main
+from cnn_jax.models import enet, stats
 
 NUM_CLASSES = 7
 
@@ -138,87 +138,52 @@ def test_aux_heads_only_in_train_mode(family):
   assert isinstance(family['eval_out'], jax.Array)
 
 
-def test_inception_aux_head_needs_299px():
-  model = stats.abstract_model('inception_v3_tiny', NUM_CLASSES, aux_logits=True)
-  graphdef, state = nnx.split(model)
-  x = jax.ShapeDtypeStruct((1, 298, 298, 3), jnp.float32)
-  with pytest.raises(ValueError, match='aux head needs Mixed_6e maps of at least 17x17'):
-    jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, train=True), state, x)
-  out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, train=False), state, x)
-  assert out.shape == (1, NUM_CLASSES)
+def _run_eval_then_train_twice(module, x):
+  """One compiled call: eval output, BN statistics after it, two train outputs, final statistics."""
+  graphdef, state = nnx.split(module)
+
+  @jax.jit
+  def run(state, x):
+    m = nnx.merge(graphdef, state)
+    out_eval = m(x)
+    stats_eval = nnx.to_pure_dict(nnx.state(m, nnx.BatchStat))  # a snapshot, not references
+    out_train = (m(x, train=True), m(x, train=True))
+    return out_eval, stats_eval, out_train, nnx.to_pure_dict(nnx.state(m, nnx.BatchStat))
+
+  before = nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
+  return before, run(state, x)
 
 
-# torchvision 0.29: googlenet(aux_logits=True) and inception_v3(aux_logits=False, init_weights=False)
-# count 13,004,888 and 23,834,568 parameters (sum of p.numel()).
-@pytest.mark.parametrize('name,kwargs,params', [
-    ('googlenet', {'aux_logits': True}, 13_004_888),
-    ('inception_v3', {'aux_logits': False}, 23_834_568),
-])
-def test_parameter_count_with_and_without_aux_heads(name, kwargs, params):
-  assert stats.count_params(stats.abstract_model(name, **kwargs)) == params
+def _check_train_eval(before, results):
+  out_eval, stats_eval, (train_a, train_b), stats_train = results
+  jax.tree.map(np.testing.assert_array_equal, stats_eval, before)   # eval never updates BN
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), stats_train, before)
+  assert jax.tree.leaves(changed) and all(jax.tree.leaves(changed))  # train updates every BN
+  assert not np.allclose(train_a, train_b)                          # a fresh dropout mask per call
+  return out_eval
 
 
-# GMACs at the model's input size. torchvision models: `meta['_ops']` of their IMAGENET1K_V1 weights
-# (torchvision 0.29.1, `models/{vgg,resnet,googlenet,inception}.py`). The others by hand:
-# - ResNet-50 v1 (He et al. 2015, Table 1: "3.8 x 10^9" multiply-adds) strides the first bottleneck
-#   of conv3_x, conv4_x and conv5_x in its first 1x1 conv, torchvision's v1.5 in the 3x3; so that 1x1
-#   (c_in -> width) runs at the output size, c_in x width x (H_in^2 - H_out^2) MACs fewer each.
-RESNET50_V1 = 4.089 - (256 * 128 * (56**2 - 28**2) + 512 * 256 * (28**2 - 14**2)
-                       + 1024 * 512 * (14**2 - 7**2)) / 1e9
-# - GoogLeNet as in Szegedy et al. 2014 (Table 1) has true 5x5 convs where torchvision's port has 3x3
-#   ones: (25 - 9) x #5x5reduce x #5x5 x H x W more MACs in each inception module, per Table 1's
-#   columns (3a, 3b at 28 px; 4a-4e at 14 px; 5a, 5b at 7 px).
-GOOGLENET_PAPER = 1.498 + 16 * (28**2 * (16 * 32 + 32 * 96)
-                                + 14**2 * (16 * 48 + 24 * 64 + 24 * 64 + 32 * 64 + 32 * 128)
-                                + 7**2 * (32 * 128 + 48 * 128)) / 1e9
-# - BN-NIN (soumith/imagenet-multiGPU.torch `models/ninbn.lua`) at 224 px: four mlpconv blocks, a
-#   k x k conv then two 1x1 convs of its width, at 56, 28, 14 and 7 px; then Linear(1024 -> 1000).
-BN_NIN = ((11 * 11 * 3 * 96 + 2 * 96**2) * 56**2 + (5 * 5 * 96 * 256 + 2 * 256**2) * 28**2
-          + (3 * 3 * 256 * 384 + 2 * 384**2) * 14**2 + (3 * 3 * 384 * 1024 + 2 * 1024**2) * 7**2
-          + 1024 * 1000) / 1e9
+def test_mobilenet_v2_train_and_eval_behaviour():
+  model = models.create('mobilenet_v2_tiny', 5)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  out_eval = _check_train_eval(*_run_eval_then_train_twice(model, x))
+  assert out_eval.shape == (2, 5) and out_eval.dtype == jnp.float32
+  np.testing.assert_array_equal(out_eval, model(x))  # eval is deterministic (here: eager vs jit)
 
 
-@pytest.mark.parametrize('name,gmacs', [
-    ('vgg11', 7.609), ('vgg13', 11.308), ('vgg16', 15.470), ('vgg19', 19.632),
-    ('vgg16_bn', 15.470), ('resnet18', 1.814), ('resnet34', 3.664), ('resnet50', 4.089),
-    pytest.param('resnet101', 7.801, marks=pytest.mark.slow),
-    pytest.param('resnet152', 11.514, marks=pytest.mark.slow),
-    ('resnet50_v1', RESNET50_V1), ('googlenet', 1.498), ('googlenet_paper', GOOGLENET_PAPER),
-    ('inception_v3', 5.713), ('bn_nin', BN_NIN),
-])
-def test_macs_match_reference(name, gmacs):
-  info = models.get_info(name)
-  macs = stats.count_macs(stats.abstract_model(name), info.input_size) / 1e9
-  assert macs == pytest.approx(gmacs, rel=0.01)
+@pytest.fixture(scope='module')
+def bottleneck():
+  """A small ENet downsampling bottleneck (4 -> 16 channels) with a high spatial-dropout rate."""
+  return enet.Bottleneck(4, 16, 'downsampling', dropout=0.5, rngs=nnx.Rngs(0))
 
 
-def test_transform_input_matches_torchvision_formula():
-  x = jax.random.normal(jax.random.key(2), (1, 2, 2, 3))
-  got = googlenet.transform_input(x)
-  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-  for ch in range(3):
-    want = x[..., ch] * (std[ch] / 0.5) + (mean[ch] - 0.5) / 0.5
-    np.testing.assert_allclose(got[..., ch], want, rtol=1e-6)
+def test_enet_bottleneck_train_and_eval_behaviour(bottleneck):
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
+  _check_train_eval(*_run_eval_then_train_twice(bottleneck, x))
 
 
-def test_resnet_stride_placement_and_zero_init_residual():
-  v15 = stats.abstract_model('resnet50')
-  v1 = stats.abstract_model('resnet50_v1')
-  assert (v15.layer2[0].conv1.strides, v15.layer2[0].conv2.strides) == (1, 2)
-  assert (v1.layer2[0].conv1.strides, v1.layer2[0].conv2.strides) == (2, 1)
-  basic = resnet.BasicBlock(4, 4, zero_init_residual=True, rngs=nnx.Rngs(0))
-  bottleneck = resnet.Bottleneck(16, 4, zero_init_residual=True, rngs=nnx.Rngs(0))
-  for last_bn in (basic.bn2, bottleneck.bn3):
-    np.testing.assert_array_equal(last_bn.scale[...], 0.0)
-  for bn in (basic.bn1, bottleneck.bn1, bottleneck.bn2):
-    np.testing.assert_array_equal(bn.scale[...], 1.0)
-
-
-def test_cli_lists_the_models(capsys):
-  names = models.list_models()
-  for name in ('nin', 'bn_nin', 'vgg11', 'vgg19_bn', 'resnet18', 'resnet152', 'googlenet',
-               'googlenet_paper', 'inception_v3'):
-    assert name in names
-  list_main(['nin', 'resnet_tiny'])
-  out = capsys.readouterr().out
-  assert 'nin ' in out and '7,595,176' in out and 'resnet_tiny' in out  # NiN: counted in test_models
+def test_enet_spatial_dropout_drops_whole_channels(bottleneck):
+  y = bottleneck.dropout(jnp.ones((4, 6, 6, 8)), deterministic=False)
+  per_channel = np.asarray(y).transpose(0, 3, 1, 2).reshape(32, 36)
+  assert np.all(per_channel == per_channel[:, :1])          # constant over H and W
+  assert set(np.unique(per_channel)) == {0.0, 2.0}          # dropped, or kept and rescaled
