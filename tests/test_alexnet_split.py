@@ -165,7 +165,7 @@ def test_split_training_equals_unsplit_and_checkpoints_move_between_them(
   assert "mesh {'data': 4, 'model': 2}" in outs[1]
   _assert_same_states(unsplit, split)
 
-  (hlo,) = dump.glob('*jit__train_step.cpu_after_optimizations.txt')
+  (hlo,) = dump.glob('*jit_train_step.cpu_after_optimizations.txt')
   mesh = jax.sharding.AbstractMesh((4, 2), parallel.AXES)
   found = parallel.collectives(hlo.read_text(), mesh)
   counts = collections.Counter((c.kind, c.axes) for c in found)
