@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-gpu quickstart test models kernels
+.PHONY: setup setup-gpu quickstart test test-fast models kernels
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,3 +51,9 @@ quickstart: setup
 # The whole suite, one test file per worker on every core (pytest-xdist); ~10-13 min on 2 CPU cores.
 test: setup
 	$(PY) -m pytest -q -ra -n auto --dist loadfile
+
+# The fast lane: the unit and small tests, everything not marked `slow` (tests/conftest.py marks the
+# files that train, start subprocesses or compare at scale; single long tests carry the mark).
+# Under 2 min on 2 CPU cores. CI runs `make test`.
+test-fast: setup
+	$(PY) -m pytest -q -ra -n auto --dist loadfile -m 'not slow'

@@ -7,6 +7,31 @@ import pytest
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+# Files whose every test is `slow` (out of `make test-fast`), each for its cost on a 2-core CPU;
+# in the other files a test that takes tens of seconds carries @pytest.mark.slow itself.
+SLOW_FILES = {
+    'test_alexnet_split.py': 'subprocesses on 8 forced host devices',
+    'test_configs.py': "traces every recipe's train and eval step (~40 s)",
+    'test_convert.py': 'torchvision models built and compared weight for weight',
+    'test_data_imagenet.py': "TensorFlow's import and the TFDS builder",
+    'test_eval.py': 'short training runs, then eval.py',
+    'test_faults_checkpoint.py': 'train.py subprocesses, interrupted and resumed',
+    'test_faults_data.py': 'train.py subprocesses on corrupt data',
+    'test_faults_user.py': 'train.py and convert subprocesses',
+    'test_gpu_export.py': "every model's convolutions exported (~3 min)",
+    'test_kernels.py': 'oneDNN convolution sweeps against XLA',
+    'test_multihost.py': 'several processes joined by the distributed runtime',
+    'test_resume.py': 'train.py subprocesses, stopped and resumed',
+    'test_tools.py': 'the analysis tools compile and run tiny models',
+    'test_trainer.py': 'train.py subprocesses',
+}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if item.path.name in SLOW_FILES:
+      item.add_marker(pytest.mark.slow(reason=SLOW_FILES[item.path.name]))
+
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
