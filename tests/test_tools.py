@@ -47,7 +47,7 @@ def analysis(tmp_path_factory):
 
 def test_model_table_has_one_row_per_model_with_counts_from_stats(analysis):
   # Plumbing: the table carries the counts of `stats` (themselves tested against published counts in
-  # test_models.py / test_model_behaviour.py), not values of its own.
+  # test_models_registry.py), not values of its own.
   columns, rows = _read_csv(analysis / 'analysis.csv')
   assert tuple(columns) == analyze.MODEL_COLUMNS
   assert [r['model'] for r in rows] == list(TINY)
