@@ -127,8 +127,9 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   xla_pool = functools.partial(lax.reduce_window, init_value=-jnp.inf, computation=lax.max,
                                window_dimensions=(1, *window, 1), window_strides=(1, *strides, 1),
                                padding=((0, 0), *padding, (0, 0)))
-  workspace = _workspace_dtype(x.dtype, window[0] * window[1]) if x.ndim == 4 else None
-  if (workspace is None or len(window) != 2 or len(padding) != 2 or 0 in x.shape
+  shapes_ok = x.ndim == 4 and len(window) == len(strides) == len(padding) == 2
+  workspace = _workspace_dtype(x.dtype, window[0] * window[1]) if shapes_ok else None
+  if (workspace is None or 0 in x.shape
       or any(not 0 <= p < k for pair, k in zip(padding, window) for p in pair)
       or any(size + lo + hi < k for size, (lo, hi), k in zip(x.shape[1:3], padding, window))):
     return xla_pool(x)
