@@ -91,6 +91,23 @@ def test_random_cotangent_within_float32_rounding_of_xla():
   np.testing.assert_allclose(ours, xla, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_nan_and_minus_inf_values_equal_xla(dtype):
+  """XLA's max propagates NaN and pools a window of only -inf (and padding) to -inf; oneDNN's
+  skips NaN and starts from the lowest finite number: the kernel recomputes such outputs."""
+  x = np.full((2, 6, 7, 3), -np.inf, np.float32)
+  x[0, 2:, 3:] = np.random.default_rng(0).standard_normal((4, 4, 3))
+  x[0, 3, 4, 1] = np.nan
+  x[1, 0, 0, 2] = np.nan
+  x = jnp.asarray(x, dtype)
+  args = ((3, 3), (2, 2), ((1, 1), (1, 1)))
+  ours, xla = (np.asarray(jax.jit(f, static_argnums=(1, 2, 3))(x, *args), np.float32)
+               for f in (kernels.max_pool, xla_max_pool))
+  # by hand: windows rows/cols 2o-1..2o+1; (3, 4) lies in rows o = 1, 2 and column o = 2 only
+  assert np.isnan(xla).sum() == 2 + 1 and np.isneginf(xla).sum() > 0
+  np.testing.assert_array_equal(ours, xla)
+
+
 # torch.nn.MaxPool2d arguments (kernel, stride, padding, ceil_mode) of the models
 TORCH_POOLS = [(3, 2, 1, False), (2, 2, 0, False), (3, 1, 1, True), (3, 2, 0, True),
                (2, 2, 0, True)]

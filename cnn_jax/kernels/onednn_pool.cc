@@ -8,11 +8,16 @@
 // onednn_conv.cc; loaded by cnn_jax/kernels/pool.py.
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -90,6 +95,89 @@ const Entry& Lookup(Kind kind, const Geometry& g, int64_t threads) {
   return *entry;
 }
 
+// Where oneDNN's max differs from XLA's reduce_window max: oneDNN skips NaN (XLA's max propagates
+// it) and starts from the lowest finite number (XLA from -inf, the value of a window of only
+// -inf). Rare inputs; there the output is recomputed as XLA's (the workspace stays oneDNN's).
+template <typename T>
+float ToFloat(T value) {
+  if constexpr (std::is_same_v<T, float>) {
+    return value;
+  } else {  // bfloat16: the high half of a float
+    const uint32_t bits = static_cast<uint32_t>(value) << 16;
+    float out;
+    std::memcpy(&out, &bits, sizeof(out));
+    return out;
+  }
+}
+
+// The bits of `value` in T (float, or bfloat16 as uint16_t: the float's high half).
+template <typename T>
+T FromFloat(float value) {
+  if constexpr (std::is_same_v<T, float>) {
+    return value;
+  } else {  // truncated: exact for -inf, the lowest finite float is bfloat16's
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    return static_cast<T>(bits >> 16);
+  }
+}
+
+// Whether `src` holds a NaN or `dst` the lowest finite number, on the bits of float (uint32_t)
+// or bfloat16 (uint16_t): integer maxima and compares, which vectorize.
+template <typename Bits>
+bool DiffersFromXla(const Bits* src, int64_t src_size, const Bits* dst, int64_t dst_size) {
+  constexpr Bits abs_mask = static_cast<Bits>(~Bits(0)) >> 1;
+  constexpr Bits inf = sizeof(Bits) == 4 ? 0x7f800000u : 0x7f80u;
+  constexpr Bits lowest = static_cast<Bits>((inf - 1) | ~abs_mask);
+  Bits largest = 0;
+#pragma omp parallel for reduction(max : largest)
+  for (int64_t i = 0; i < src_size; ++i) largest = std::max<Bits>(largest, src[i] & abs_mask);
+  if (largest > inf) return true;  // a NaN
+  int at_lowest = 0;
+#pragma omp parallel for reduction(| : at_lowest)
+  for (int64_t i = 0; i < dst_size; ++i) at_lowest |= dst[i] == lowest;
+  return at_lowest;
+}
+
+// XLA's max (from -inf, NaN wins) of each window, as the input's element.
+template <typename T>
+void XlaMax(const T* src, T* dst, const Geometry& g) {
+  const int64_t n = g.src[0], h = g.src[1], w = g.src[2], c = g.src[3];
+  const int64_t oh = g.dst[1], ow = g.dst[2];
+  const T minus_inf = FromFloat<T>(-std::numeric_limits<float>::infinity());
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t y = 0; y < oh; ++y) {
+      for (int64_t x = 0; x < ow; ++x) {
+        for (int64_t k = 0; k < c; ++k) {
+          T best = minus_inf;
+          for (int64_t i = y * g.strides[0] - g.pad_lo[0], ki = 0; ki < g.window[0]; ++i, ++ki) {
+            if (i < 0 || i >= h) continue;
+            for (int64_t j = x * g.strides[1] - g.pad_lo[1], kj = 0; kj < g.window[1];
+                 ++j, ++kj) {
+              if (j < 0 || j >= w) continue;
+              const T v = src[((b * h + i) * w + j) * c + k];
+              const float best_f = ToFloat(best), v_f = ToFloat(v);
+              if (!std::isnan(best_f) && (std::isnan(v_f) || v_f > best_f)) best = v;
+            }
+          }
+          dst[((b * oh + y) * ow + x) * c + k] = best;
+        }
+      }
+    }
+  }
+}
+
+template <typename T, typename Bits>
+void MatchXla(const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst, const Geometry& g) {
+  static_assert(sizeof(T) == sizeof(Bits));
+  if (DiffersFromXla(static_cast<const Bits*>(src.untyped_data()),
+                     static_cast<int64_t>(src.element_count()),
+                     static_cast<const Bits*>(dst.untyped_data()),
+                     static_cast<int64_t>(dst.element_count())))
+    XlaMax(static_cast<const T*>(src.untyped_data()), static_cast<T*>(dst.untyped_data()), g);
+}
+
 // kForward: (src) -> (dst, workspace); kBackward: (diff_dst, workspace) -> diff_src.
 ffi::Error Run(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst,
                const ffi::AnyBuffer& workspace, ffi::Span<const int64_t> window,
@@ -126,6 +214,11 @@ ffi::Error Run(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst,
     if (kind == Kind::kForward) {
       e.pool.execute(stream, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_DST, dst_m},
                               {DNNL_ARG_WORKSPACE, ws_m}, {DNNL_ARG_SCRATCHPAD, scratch}});
+      stream.wait();
+      if (g.type == memory::data_type::f32)
+        MatchXla<float, uint32_t>(src, dst, g);
+      else
+        MatchXla<uint16_t, uint16_t>(src, dst, g);
     } else {
       e.pool.execute(stream, {{DNNL_ARG_DIFF_DST, dst_m}, {DNNL_ARG_DIFF_SRC, src_m},
                               {DNNL_ARG_WORKSPACE, ws_m}, {DNNL_ARG_SCRATCHPAD, scratch}});

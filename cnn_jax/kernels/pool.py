@@ -10,8 +10,9 @@ where the library is not built. Under a mesh each device pools its share of the 
 
 Ties: of equal maxima in a window the first in row-major order (top row first, then left to
 right) takes the gradient, as in PyTorch's `max_pool2d`. XLA's gradient (select-and-scatter)
-picks the same cell. Values equal XLA's for finite inputs; oneDNN skips NaN (XLA's max and PyTorch
-propagate it) and pools a window of only -inf to the lowest finite number. Limits as for
+picks the same cell. Values equal XLA's, NaN and -inf included (oneDNN skips NaN and pools a
+window of only -inf to the lowest finite number: the forward kernel then recomputes the output as
+XLA's; which NaN or -inf cell takes the gradient is left to oneDNN). Limits as for
 `conv.conv_general_dilated`: first derivatives only, `vmap` loops over the mapped axis.
 """
 import ctypes
