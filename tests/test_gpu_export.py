@@ -16,7 +16,8 @@ from cnn_jax import config as config_lib
 from cnn_jax import kernels, models, trainer
 
 ONEDNN_TARGETS = tuple(f'cnn_jax_onednn_conv_{kind}'
-                       for kind in ('forward', 'backward_data', 'backward_weights'))
+                       for kind in ('forward', 'backward_data', 'backward_weights')) + tuple(
+    f'cnn_jax_onednn_max_pool_{kind}' for kind in ('forward', 'backward'))
 STAND_INS = {'resnet34': 'resnet18', 'resnet50_v1': 'resnet50', 'resnet101': 'resnet50',
              'resnet152': 'resnet50', 'vgg11': 'vgg16', 'vgg13': 'vgg16', 'vgg19': 'vgg16',
              'vgg11_bn': 'vgg16_bn', 'vgg13_bn': 'vgg16_bn', 'vgg19_bn': 'vgg16_bn',
@@ -72,7 +73,7 @@ def test_cuda_export_in_bfloat16_has_no_onednn_call():
 @pytest.mark.skipif(kernels.unavailable_reason() is not None,
                     reason=str(kernels.unavailable_reason()))
 def test_cpu_lowering_of_the_same_step_calls_onednn():
-  """The check above can fail: lowered for this CPU, the same step calls all three kernels and
+  """The check above can fail: lowered for this CPU, the same step calls all five kernels and
   no XLA convolution is left."""
   step = train_step('resnet50')
   with jax.set_mesh(step.mesh):

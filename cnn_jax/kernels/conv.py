@@ -85,7 +85,7 @@ class _Spec(NamedTuple):
         padding_hi=np.array(self.padding_hi, np.int64),
         dilation=np.array(self.dilation, np.int64), groups=np.int64(self.groups),
         threads=np.int64(self.threads))
-    return _vary(out, _varying(a))  # ffi_call's result is typed invariant in shard_map
+    return vary(out, varying(a))  # ffi_call's result is typed invariant in shard_map
 
   def out_shape(self, lhs_shape, rhs_shape):
     spatial = tuple((size + lo + hi - (k - 1) * d - 1) // s + 1 for size, k, s, lo, hi, d in zip(
@@ -94,14 +94,14 @@ class _Spec(NamedTuple):
     return (lhs_shape[0], *spatial, rhs_shape[3])
 
 
-def _varying(x) -> frozenset:
+def varying(x) -> frozenset:
   """The manual mesh axes `x` varies over (inside `jax.shard_map`; empty elsewhere)."""
   return jax.typeof(x).manual_axis_type.varying
 
 
-def _vary(x, axes):
+def vary(x, axes):
   """`x` typed as varying over `axes` too (`lax.pcast`; its transpose sums over them)."""
-  missing = tuple(sorted(axes - _varying(x)))
+  missing = tuple(sorted(axes - varying(x)))
   return lax.pcast(x, missing, to='varying') if missing else x
 
 
@@ -126,23 +126,29 @@ _onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
 
 def _local_conv(spec, lhs, rhs):
   """The oneDNN convolution of this device's arrays."""
-  axes = _varying(lhs) | _varying(rhs)
-  return _onednn_conv(spec, _vary(lhs, axes), _vary(rhs, axes))
+  axes = varying(lhs) | varying(rhs)
+  return _onednn_conv(spec, vary(lhs, axes), vary(rhs, axes))
 
 
-def _cpu_conv(spec, lhs, rhs):
-  """The oneDNN path; under a mesh (`jax.set_mesh`) the batch is split over its automatic axes
-  (`jax.shard_map`): XLA's partitioner would otherwise gather the batch and repeat an opaque
-  custom call on every device. The kernel's gradient is summed over those axes."""
+def split_batch(local, x, *replicated):
+  """`local(x, *replicated)` (a oneDNN call of this device's arrays); under a mesh
+  (`jax.set_mesh`) each device runs it on its share of the batch of `x` over the mesh's automatic
+  axes (`jax.shard_map`): XLA's partitioner would otherwise gather the batch and repeat an opaque
+  custom call on every device. The gradient of `replicated` is summed over those axes."""
   mesh = jax.sharding.get_abstract_mesh()
   axes = () if mesh.empty else tuple(
       name for name, kind in zip(mesh.axis_names, mesh.axis_types)
       if kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
-  if not axes or lhs.shape[0] % math.prod(mesh.shape[name] for name in axes):
-    return _local_conv(spec, lhs, rhs)
+  if not axes or x.shape[0] % math.prod(mesh.shape[name] for name in axes):
+    return local(x, *replicated)
   batch = jax.sharding.PartitionSpec(axes)
-  return jax.shard_map(functools.partial(_local_conv, spec), in_specs=(batch, jax.sharding.PartitionSpec()),
-                       out_specs=batch, axis_names=set(axes))(lhs, rhs)
+  return jax.shard_map(local, in_specs=(batch, *[jax.sharding.PartitionSpec()] * len(replicated)),
+                       out_specs=batch, axis_names=set(axes))(x, *replicated)
+
+
+def _cpu_conv(spec, lhs, rhs):
+  """The oneDNN path, split over the batch under a mesh."""
+  return split_batch(functools.partial(_local_conv, spec), lhs, rhs)
 
 
 def _spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

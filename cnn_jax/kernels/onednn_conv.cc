@@ -6,12 +6,9 @@
 // kernel dilation, >= 1), groups (XLA's feature_group_count) and threads (the OpenMP team that
 // oneDNN runs the call on). Built by `make kernels`; loaded by cnn_jax/kernels/conv.py.
 #include <omp.h>
-#include <sched.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -19,27 +16,21 @@
 #include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "onednn_common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 using dnnl::memory;
+using cnn_jax_onednn::Activation;
+using cnn_jax_onednn::Cores;
+using cnn_jax_onednn::Engine;
+using cnn_jax_onednn::ToDnnl;
+using cnn_jax_onednn::UserScratchpad;
+using cnn_jax_onednn::Workspace;
 
 namespace {
 
 enum class Kind { kForward, kBackwardData, kBackwardWeights };
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-bool ToDnnl(ffi::DataType type, memory::data_type* out) {
-  switch (type) {
-    case ffi::DataType::F32: *out = memory::data_type::f32; return true;
-    case ffi::DataType::BF16: *out = memory::data_type::bf16; return true;
-    default: return false;
-  }
-}
 
 // The shapes and attributes of one call; `src`, `wei`, `dst` are the NHWC input, HWIO kernel
 // and NHWC output whichever of them is the result.
@@ -49,11 +40,6 @@ struct Geometry {
   memory::dims strides, dilates, pad_lo, pad_hi;
   int64_t groups;
 };
-
-// oneDNN's logical dims and XLA's strides of an NHWC activation.
-memory::desc Activation(ffi::Span<const int64_t> nhwc, memory::data_type type) {
-  return memory::desc({nhwc[0], nhwc[3], nhwc[1], nhwc[2]}, type, memory::format_tag::nhwc);
-}
 
 // oneDNN's logical dims of the HWIO kernel ({O, I, KH, KW}, or {G, O/G, I, KH, KW} with groups),
 // either laid out as XLA keeps it (`plain`) or left for the primitive to choose.
@@ -77,12 +63,6 @@ struct Entry {
   dnnl::primitive wei_reorder;
   size_t scratch_bytes = 0;
 };
-
-dnnl::primitive_attr UserScratchpad() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return attr;
-}
 
 std::unique_ptr<Entry> Build(Kind kind, const Geometry& g) {
   auto& engine = Engine();
@@ -147,52 +127,6 @@ const Entry& Lookup(Kind kind, const Geometry& g, int64_t threads) {
   auto& entry = cache[key];
   if (!entry) entry = Build(kind, g);
   return *entry;
-}
-
-// The cores every oneDNN call of the process shares: XLA runs independent custom calls (of one
-// device, or of several forced host devices) at once, and together they never run more OpenMP
-// threads than the process has cores; a call waits until its `threads` are free.
-class Cores {
- public:
-  explicit Cores(int want) : held_(std::min(want, Total())) {
-    std::unique_lock<std::mutex> lock(Mutex());
-    Freed().wait(lock, [this] { return Free() >= held_; });
-    Free() -= held_;
-  }
-  ~Cores() {
-    {
-      std::lock_guard<std::mutex> lock(Mutex());
-      Free() += held_;
-    }
-    Freed().notify_all();
-  }
-  Cores(const Cores&) = delete;
-  Cores& operator=(const Cores&) = delete;
-
- private:
-  static int Total() {
-    static const int total = [] {
-      cpu_set_t set;
-      return sched_getaffinity(0, sizeof(set), &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
-    }();
-    return total;
-  }
-  static int& Free() { static int free = Total(); return free; }
-  static std::mutex& Mutex() { static std::mutex mutex; return mutex; }
-  static std::condition_variable& Freed() { static std::condition_variable cv; return cv; }
-  const int held_;
-};
-
-// Per-thread working memory (reordered kernel + scratchpad), grown on demand.
-void* Workspace(size_t bytes) {
-  struct Free { void operator()(void* p) const { std::free(p); } };
-  thread_local std::unique_ptr<void, Free> buffer;
-  thread_local size_t size = 0;
-  if (bytes > size) {
-    size = (bytes + 4095) / 4096 * 4096;
-    buffer.reset(std::aligned_alloc(4096, size));
-  }
-  return buffer.get();
 }
 
 ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer out,

@@ -29,10 +29,11 @@ def pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((p, p), (p, p))
 
 
-def _pool_window(
-    x: jax.Array, init: float, op, kernel: int, stride: int, padding: int, ceil_mode: bool
-) -> jax.Array:
-  """reduce_window over H and W with PyTorch's output-size rule (incl. `ceil_mode`)."""
+def _torch_pool_padding(
+    x: jax.Array, kernel: int, stride: int, padding: int, ceil_mode: bool
+) -> tuple[jax.Array, list[tuple[int, int]]]:
+  """`x` and the (low, high) padding of H and W for which windows of `kernel` at `stride` give
+  PyTorch's output size (incl. `ceil_mode`)."""
   pads = []
   for size in x.shape[1:3]:
     span = size + 2 * padding - kernel
@@ -43,18 +44,31 @@ def _pool_window(
       out -= 1  # PyTorch drops a last window that would start inside the right padding.
     high = (out - 1) * stride + kernel - size - padding
     pads.append((padding, high))
-  # Rows/columns no window reaches are cropped rather than negatively padded, and `init` stays a
-  # Python scalar: both keep reduce_window differentiable under jit (max/sum monoid primitives).
+  # Rows/columns no window reaches are cropped rather than negatively padded: this keeps
+  # reduce_window differentiable under jit, and the oneDNN pooling takes no negative padding.
   x = x[:, :x.shape[1] + min(pads[0][1], 0), :x.shape[2] + min(pads[1][1], 0)]
-  pads = [(lo, max(hi, 0)) for lo, hi in pads]
+  return x, [(lo, max(hi, 0)) for lo, hi in pads]
+
+
+def _pool_window(
+    x: jax.Array, init: float, op, kernel: int, stride: int, padding: int, ceil_mode: bool
+) -> jax.Array:
+  """reduce_window over H and W with PyTorch's output-size rule (incl. `ceil_mode`)."""
+  x, pads = _torch_pool_padding(x, kernel, stride, padding, ceil_mode)
+  # `init` stays a Python scalar: a monoid reduce_window is differentiable under jit.
   return jax.lax.reduce_window(
       x, init, op, (1, kernel, kernel, 1), (1, stride, stride, 1),
       ((0, 0), pads[0], pads[1], (0, 0)))
 
 
 def max_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False):
-  """`torch.nn.MaxPool2d(kernel, stride, padding, ceil_mode=...)`: padded cells are -inf."""
-  return _pool_window(x, -jnp.inf, jax.lax.max, kernel, stride, padding, ceil_mode)
+  """`torch.nn.MaxPool2d(kernel, stride, padding, ceil_mode=...)`: padded cells are -inf.
+
+  Through `cnn_jax.kernels.max_pool`: oneDNN's pooling on CPU where the kernel library is built,
+  XLA's reduce_window elsewhere; each window's gradient goes to its first maximum in row-major
+  order, as in PyTorch."""
+  x, pads = _torch_pool_padding(x, kernel, stride, padding, ceil_mode)
+  return kernels.max_pool(x, (kernel, kernel), (stride, stride), pads)
 
 
 def avg_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False):

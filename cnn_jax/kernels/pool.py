@@ -1,0 +1,139 @@
+"""2-D max pooling (`lax.reduce_window` with `lax.max`) with oneDNN's pooling on CPU.
+
+`max_pool(x, window, strides, padding)` is `lax.reduce_window(x, -inf, lax.max, ...)` over H and W
+of an NHWC array. In float32 or bfloat16 it runs through oneDNN's max pooling (XLA FFI custom
+calls of the library `make kernels` builds): the forward pass writes each output's argmax within
+its window (oneDNN's workspace, the residual of `jax.custom_vjp`), the backward pass adds each
+output's gradient to that cell. It is chosen by `lax.platform_dependent` when the program is
+lowered: a program lowered or exported for a GPU holds only XLA's pooling, and so does every call
+where the library is not built. Under a mesh each device pools its share of the batch.
+
+Ties: of equal maxima in a window the first in row-major order (top row first, then left to
+right) takes the gradient, as in PyTorch's `max_pool2d`. XLA's gradient (select-and-scatter)
+picks the same cell. Values equal XLA's, NaN and -inf included (oneDNN skips NaN and pools a
+window of only -inf to the lowest finite number: the forward kernel then recomputes the output as
+XLA's; which NaN or -inf cell takes the gradient is left to oneDNN). Limits as for
+`conv.conv_general_dilated`: first derivatives only, `vmap` loops over the mapped axis.
+"""
+import ctypes
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from cnn_jax.kernels import conv
+
+_TARGETS = {'forward': 'OnednnMaxPoolForward', 'backward': 'OnednnMaxPoolBackward'}
+
+
+@functools.cache
+def _library():
+  """The kernel library with the pooling targets registered, or the reason it is unusable."""
+  reason = conv.unavailable_reason()
+  if reason is not None:
+    return None, reason
+  lib = ctypes.CDLL(conv.LIBRARY)
+  if not all(hasattr(lib, symbol) for symbol in _TARGETS.values()):
+    return None, f'{conv.LIBRARY} has no max pooling (built before it): run `make kernels`'
+  for kind, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(f'cnn_jax_onednn_max_pool_{kind}',
+                                jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+  lib.OnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
+  lib.OnednnMaxPoolWorkspaceBytes.argtypes = (ctypes.c_int, ctypes.c_int64)
+  return lib, None
+
+
+def unavailable_reason():
+  """Why the oneDNN max pooling is off (None when the library is built with it and loads)."""
+  return _library()[1]
+
+
+@functools.cache
+def _workspace_dtype(dtype, window_size: int):
+  """The dtype of oneDNN's workspace (one argmax per output), or None where oneDNN has no max
+  pooling of `dtype` over `window_size` cells on this CPU."""
+  lib, _ = _library()
+  dtype = jnp.dtype(dtype)
+  if lib is None or dtype not in (jnp.float32, jnp.bfloat16):
+    return None
+  size = lib.OnednnMaxPoolWorkspaceBytes(int(dtype == jnp.bfloat16), window_size)
+  return {1: np.dtype(np.uint8), 4: np.dtype(np.int32)}.get(size)
+
+
+class _Spec(NamedTuple):
+  shape: tuple[int, ...]  # this device's NHWC input
+  dtype: np.dtype
+  window: tuple[int, int]
+  strides: tuple[int, int]
+  padding_lo: tuple[int, int]
+  padding_hi: tuple[int, int]
+  workspace: np.dtype
+  threads: int
+
+  def out_shape(self):
+    return (self.shape[0], *((size + lo + hi - k) // s + 1 for size, k, s, lo, hi in zip(
+        self.shape[1:3], self.window, self.strides, self.padding_lo, self.padding_hi)),
+            self.shape[3])
+
+  def call(self, kind, args, results):
+    return jax.ffi.ffi_call(f'cnn_jax_onednn_max_pool_{kind}', results, vmap_method='sequential')(
+        *args, window=np.array(self.window, np.int64), strides=np.array(self.strides, np.int64),
+        padding_lo=np.array(self.padding_lo, np.int64),
+        padding_hi=np.array(self.padding_hi, np.int64), threads=np.int64(self.threads))
+
+
+def _forward(spec, x):
+  """The pooled array and oneDNN's workspace (typed as varying like `x` inside `shard_map`)."""
+  shape = spec.out_shape()
+  y, workspace = spec.call('forward', (x,), (jax.ShapeDtypeStruct(shape, spec.dtype),
+                                              jax.ShapeDtypeStruct(shape, spec.workspace)))
+  axes = conv.varying(x)
+  return conv.vary(y, axes), conv.vary(workspace, axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _onednn_max_pool(spec, x):
+  return _forward(spec, x)[0]
+
+
+def _onednn_max_pool_fwd(spec, x):
+  return _forward(spec, x)
+
+
+def _onednn_max_pool_bwd(spec, workspace, cotangent):
+  grad = spec.call('backward', (cotangent.astype(spec.dtype), workspace),
+                   jax.ShapeDtypeStruct(spec.shape, spec.dtype))
+  return (conv.vary(grad, conv.varying(cotangent) | conv.varying(workspace)),)
+
+
+_onednn_max_pool.defvjp(_onednn_max_pool_fwd, _onednn_max_pool_bwd)
+
+
+def _local_pool(window, strides, padding, workspace, x):
+  """oneDNN's max pooling of this device's `x`."""
+  spec = _Spec(x.shape, np.dtype(x.dtype), window, strides, tuple(lo for lo, _ in padding),
+               tuple(hi for _, hi in padding), workspace, conv.threads())
+  return _onednn_max_pool(spec, x)
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """`lax.reduce_window(x, -inf, lax.max, (1, *window, 1), (1, *strides, 1),
+  ((0, 0), *padding, (0, 0)))` of NHWC `x`, through oneDNN when lowered for CPU (module doc)."""
+  window, strides = tuple(window), tuple(strides)
+  padding = tuple(tuple(pair) for pair in padding)
+  xla_pool = functools.partial(lax.reduce_window, init_value=-jnp.inf, computation=lax.max,
+                               window_dimensions=(1, *window, 1), window_strides=(1, *strides, 1),
+                               padding=((0, 0), *padding, (0, 0)))
+  shapes_ok = x.ndim == 4 and len(window) == len(strides) == len(padding) == 2
+  workspace = _workspace_dtype(x.dtype, window[0] * window[1]) if shapes_ok else None
+  if (workspace is None or 0 in x.shape
+      or any(not 0 <= p < k for pair, k in zip(padding, window) for p in pair)
+      or any(size + lo + hi < k for size, (lo, hi), k in zip(x.shape[1:3], padding, window))):
+    return xla_pool(x)
+  local = functools.partial(_local_pool, window, strides, padding, workspace)
+  return lax.platform_dependent(x, cpu=functools.partial(conv.split_batch, local),
+                                default=xla_pool)
