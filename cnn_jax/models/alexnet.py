@@ -115,7 +115,7 @@ class AlexNet2012(nnx.Module):
           **self.split.conv_options()))
     fc_in = (6 * 6 * channels[-1], fc_features, fc_features)
     for spec, fin, fout in zip(PAPER_2012_FC, fc_in, (fc_features, fc_features, num_classes)):
-      setattr(self, spec.name, nnx.Linear(
+      setattr(self, spec.name, layers.linear(
           fin, fout, kernel_init=_normal_001, bias_init=nnx.initializers.constant(spec.bias),
           dtype=dtype, rngs=rngs, **self.split.linear_options()))
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
@@ -128,7 +128,7 @@ class AlexNet2012(nnx.Module):
     if spec.lrn and self.lrn:
       x = layers.local_response_norm(x, groups=self.groups)  # within each tower
     if spec.pool:
-      x = layers.max_pool(x, 3, 2)
+      x = self.split.max_pool(x, 3, 2)  # within each tower
     return x
 
   def towers(self, x):
@@ -187,7 +187,7 @@ class AlexNet(nnx.Module):
         for spec, cin, cout in zip(ONE_WEIRD_TRICK, (3, *channels[:-1]), channels)])
     fc_in = (6 * 6 * channels[-1], fc_features, fc_features)
     self.fcs = nnx.List([
-        nnx.Linear(i, o, kernel_init=layers.torch_default_kernel_init,
+        layers.linear(i, o, kernel_init=layers.torch_default_kernel_init,
                    bias_init=layers.torch_default_bias_init(i), dtype=dtype, rngs=rngs)
         for i, o in zip(fc_in, (fc_features, fc_features, num_classes))])
     self.batch_norm = batch_norm
@@ -268,11 +268,16 @@ class TowerSplit:
             'conv_general_dilated': functools.partial(_tower_conv, axis=self.axis)}
 
   def linear_options(self) -> dict:
-    """Keyword arguments of `nnx.Linear` for an FC layer split into the towers."""
+    """Keyword arguments of `layers.linear` for an FC layer split into the towers."""
     if self.axis is None:
       return {}
     return {'kernel_metadata': self._metadata(2), 'bias_metadata': self._metadata(1),
             'dot_general': _gathered_dot}
+
+  def max_pool(self, x, kernel: int, stride: int):
+    """`layers.max_pool` of tower-split `x`, each device pooling its own channels (`_per_tower`)."""
+    pool = lambda t: layers.max_pool(t, kernel, stride)
+    return pool(x) if self.axis is None else _per_tower(pool, x, self.axis)
 
   def towers(self, x):
     """`x` with its channels (last axis) split over the towers, one tower per device."""
@@ -289,9 +294,26 @@ def _place(x, axis: str | None):
 
 
 def _gathered_dot(lhs, rhs, *args, **kwargs):
-  """`jax.lax.dot_general` of an FC layer whose units are split over the towers: each device
+  """`kernels.dense_dot_general` of an FC layer whose units are split over the towers: each device
   computes its units from the whole (gathered) input."""
-  return jax.lax.dot_general(_place(lhs, None), rhs, *args, **kwargs)
+  return kernels.dense_dot_general(_place(lhs, None), rhs, *args, **kwargs)
+
+
+def _batch_axes(mesh, axis: str, batch_size: int) -> tuple[str, ...]:
+  """The mesh's automatic axes other than the tower `axis` that split a batch of `batch_size`."""
+  batch = tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
+                if name != axis and kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
+  return () if batch_size % math.prod(mesh.shape[name] for name in batch) else batch
+
+
+def _per_tower(fn, x, axis: str):
+  """`fn` (channel-wise, e.g. a pooling) on each device's tower channels of its share of the
+  batch, with no communication: the oneDNN pooling's own split of the batch over every automatic
+  axis would move the tower-split channels between devices."""
+  mesh = jax.sharding.get_abstract_mesh()
+  batch = _batch_axes(mesh, axis, x.shape[0])
+  spec = P(batch or None, None, None, axis)
+  return jax.shard_map(fn, in_specs=spec, out_specs=spec, axis_names={axis, *batch})(x)
 
 
 def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
@@ -306,10 +328,7 @@ def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
   own split of the batch would nest a second shard_map, whose transpose jax 0.10.2 cannot lower.
   """
   mesh = jax.sharding.get_abstract_mesh()
-  batch = tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
-                if name != axis and kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
-  if lhs.shape[0] % math.prod(mesh.shape[name] for name in batch):
-    batch = ()
+  batch = _batch_axes(mesh, axis, lhs.shape[0])
   split = P(None, None, None, axis)
   lhs_spec = P(batch or None, None, None, axis if feature_group_count > 1 else None)
   out_spec = P(batch or None, None, None, axis)

@@ -81,7 +81,7 @@ class DenseNet(nnx.Module):
         channels //= 2
     features['norm5'] = layers.batch_norm(channels, dtype=dtype, rngs=rngs)
     self.features = nnx.Dict(features)
-    self.classifier = nnx.Linear(channels, num_classes, kernel_init=layers.torch_default_kernel_init,
+    self.classifier = layers.linear(channels, num_classes, kernel_init=layers.torch_default_kernel_init,
                                  bias_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):

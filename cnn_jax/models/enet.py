@@ -128,7 +128,7 @@ class ENet(nnx.Module):
       setattr(self, name, Bottleneck(cin, cout, kind, dilation=dilation,
                                      dropout=0.01 if i < 5 else 0.1, dtype=dtype, rngs=rngs))
     self.bottleneck_names = tuple(name for name, *_ in specs)
-    self.classifier = nnx.Linear(128, num_classes, kernel_init=layers.torch_default_kernel_init,
+    self.classifier = layers.linear(128, num_classes, kernel_init=layers.torch_default_kernel_init,
                                  bias_init=layers.torch_default_bias_init(128), dtype=dtype,
                                  rngs=rngs)
 

@@ -80,10 +80,10 @@ class InceptionAux(nnx.Module):
   def __init__(self, cin: int, num_classes: int, *, width: int = 128, fc_features: int = 1024,
                dtype, rngs: nnx.Rngs):
     self.conv = layers.ConvBN(cin, width, 1, eps=1e-3, kernel_init=_INIT, dtype=dtype, rngs=rngs)
-    self.fc1 = nnx.Linear(16 * width, fc_features, kernel_init=_INIT,
+    self.fc1 = layers.linear(16 * width, fc_features, kernel_init=_INIT,
                           bias_init=layers.torch_default_bias_init(16 * width), dtype=dtype,
                           rngs=rngs)
-    self.fc2 = nnx.Linear(fc_features, num_classes, kernel_init=_INIT,
+    self.fc2 = layers.linear(fc_features, num_classes, kernel_init=_INIT,
                           bias_init=layers.torch_default_bias_init(fc_features), dtype=dtype,
                           rngs=rngs)
     self.dropout = nnx.Dropout(0.7, rngs=rngs)
@@ -126,7 +126,7 @@ class GoogLeNet(nnx.Module):
       self.aux1 = aux(self.inception4a.out_ch)
       self.aux2 = aux(self.inception4d.out_ch)
     self.dropout = nnx.Dropout(0.4 if paper else 0.2, rngs=rngs)
-    self.fc = nnx.Linear(cin, num_classes, kernel_init=_INIT,
+    self.fc = layers.linear(cin, num_classes, kernel_init=_INIT,
                          bias_init=layers.torch_default_bias_init(cin), dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):

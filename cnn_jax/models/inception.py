@@ -171,7 +171,7 @@ class InceptionAux(nnx.Module):
     self.conv0 = conv(cin, 128, 1)
     self.conv1 = conv(_scale(128, width), 768, 5)
     features = _scale(768, width)
-    self.fc = nnx.Linear(features, num_classes, kernel_init=layers.trunc_normal(0.001),
+    self.fc = layers.linear(features, num_classes, kernel_init=layers.trunc_normal(0.001),
                          bias_init=layers.torch_default_bias_init(features), dtype=dtype,
                          rngs=rngs)
 
@@ -224,7 +224,7 @@ class InceptionV3(nnx.Module):
         self.AuxLogits = (InceptionAux(cin, num_classes, conv, width, dtype, rngs)
                           if aux_logits else None)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.fc = nnx.Linear(cin, num_classes, kernel_init=layers.trunc_normal(0.1),
+    self.fc = layers.linear(cin, num_classes, kernel_init=layers.trunc_normal(0.1),
                          bias_init=layers.torch_default_bias_init(cin), dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):

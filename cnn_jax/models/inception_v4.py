@@ -226,7 +226,7 @@ class InceptionV4(nnx.Module):
         add(block_type(cin, ops))
     self.features = nnx.List(features)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.last_linear = nnx.Linear(cin, num_classes, kernel_init=nnx.initializers.xavier_uniform(),
+    self.last_linear = layers.linear(cin, num_classes, kernel_init=nnx.initializers.xavier_uniform(),
                                   dtype=dtype, rngs=rngs)  # TF-slim fully_connected default
 
   def __call__(self, x, *, train: bool = False):

@@ -23,6 +23,10 @@ conv = functools.partial(nnx.Conv, conv_general_dilated=kernels.conv_general_dil
 """`nnx.Conv` whose convolution is `cnn_jax.kernels.conv_general_dilated`: oneDNN's on CPU where
 the kernel library is built, XLA's on GPU and everywhere else. Every model builds its convs here."""
 
+linear = functools.partial(nnx.Linear, dot_general=kernels.dense_dot_general)
+"""`nnx.Linear` whose kernel gradient comes out in the kernel's layout (`cnn_jax.kernels.dense`):
+a contiguous optimizer update in mixed precision. Every model builds its dense layers here."""
+
 
 def pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
   """PyTorch `padding=p` for a 2-D conv or pool: p on both sides of H and W."""

@@ -84,7 +84,7 @@ class MobileNetV2(nnx.Module):
     features.append(ConvBNReLU6(cin, last, 1, dtype=dtype, rngs=rngs))
     self.features = nnx.List(features)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.classifier = nnx.Linear(last, num_classes, kernel_init=nnx.initializers.normal(0.01),
+    self.classifier = layers.linear(last, num_classes, kernel_init=nnx.initializers.normal(0.01),
                                  dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):

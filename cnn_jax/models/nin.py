@@ -81,7 +81,7 @@ class NiN(nnx.Module):
           stds=None if batch_norm else _CAFFE_STD[i], dtype=dtype, rngs=rngs))
     self.blocks = nnx.List(blocks)
     if batch_norm:
-      self.fc = nnx.Linear(widths[-1], num_classes, kernel_init=layers.torch_default_kernel_init,
+      self.fc = layers.linear(widths[-1], num_classes, kernel_init=layers.torch_default_kernel_init,
                            bias_init=layers.torch_default_bias_init(widths[-1]), dtype=dtype,
                            rngs=rngs)
     else:

@@ -116,7 +116,7 @@ class ResNet(nnx.Module):
         cin = width * 2**i * block_cls.expansion
       setattr(self, f'layer{i + 1}', nnx.List(blocks))
     self.num_stages = len(depths)
-    self.fc = nnx.Linear(cin, num_classes, kernel_init=layers.torch_default_kernel_init,
+    self.fc = layers.linear(cin, num_classes, kernel_init=layers.torch_default_kernel_init,
                          bias_init=layers.torch_default_bias_init(cin), dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):

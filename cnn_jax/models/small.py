@@ -65,10 +65,10 @@ class TourCNN(nnx.Module):
           [layers.batch_norm(w, dtype=dtype, rngs=rngs) for w in stage_widths] if batch_norm else []))
       cin = cout
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.fc1 = nnx.Linear(widths[2], 256, dtype=dtype, rngs=rngs) if head == 'fc' else None
-    self.classifier = (nnx.Linear(256, num_classes, dtype=dtype, rngs=rngs) if head == 'fc' else
+    self.fc1 = layers.linear(widths[2], 256, dtype=dtype, rngs=rngs) if head == 'fc' else None
+    self.classifier = (layers.linear(256, num_classes, dtype=dtype, rngs=rngs) if head == 'fc' else
                        layers.conv(widths[2], num_classes, (1, 1), dtype=dtype, rngs=rngs))
-    self.aux = nnx.Linear(widths[1], num_classes, dtype=dtype, rngs=rngs) if aux_head else None
+    self.aux = layers.linear(widths[1], num_classes, dtype=dtype, rngs=rngs) if aux_head else None
 
   def _stage(self, i, x, train):
     for j, conv in enumerate(self.convs[i]):
@@ -133,7 +133,7 @@ class TourResNet(nnx.Module):
         stride = 2 if stage > 0 and b == 0 else 1
         self.blocks.append(_Block(cin, cout, stride, residual, dtype, rngs))
         cin = cout
-    self.fc = nnx.Linear(cin, num_classes, dtype=dtype, rngs=rngs)
+    self.fc = layers.linear(cin, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):
     layers.check_input_size(self.name, x, self.min_input_size)

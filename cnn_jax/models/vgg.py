@@ -50,7 +50,7 @@ class VGG(nnx.Module):
     fc_in = (7 * 7 * widths[-1], fc_features, fc_features)
     fc_out = (fc_features, fc_features, num_classes)
     self.fcs = nnx.List([
-        nnx.Linear(i, o, kernel_init=nnx.initializers.normal(0.01),
+        layers.linear(i, o, kernel_init=nnx.initializers.normal(0.01),
                    bias_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
         for i, o in zip(fc_in, fc_out)])
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
