@@ -129,8 +129,9 @@ def evaluate(networks: Sequence[load.Network], data_config: ml_collections.Confi
   """Top-1 / top-5 over the whole `split` at `image_size`; softmax averaged over views and networks.
 
   `batch_size` images per global batch (each of 10 views with `ten_crop`), a multiple of the mesh's
-  'data' size. Returns top1, top5 (accuracies in [0, 1]), top1_err, top5_err, loss (the mean
-  negative log-likelihood of the averaged softmax), n (examples counted), seconds and images_per_s
+  'data' size. Returns every metric of `metrics.summarise`: top1, top5 (accuracies in [0, 1]),
+  top1_err, top5_err, loss (the mean negative log-likelihood of the averaged softmax); n (examples
+  counted), seconds and images_per_s
   (after compilation) and, for an ensemble, members: each network's own top1_err / top5_err.
   """
   _check_networks(networks, data_config, image_size)
@@ -172,8 +173,8 @@ def evaluate(networks: Sequence[load.Network], data_config: ml_collections.Confi
 
   summary = metrics_lib.summarise(sums)
   n = int(sums['count'])
-  result = {'top1': summary['top1'], 'top1_err': summary['top1_error'], 'top5': summary['top5'],
-            'top5_err': summary['top5_error'], 'loss': summary['loss'], 'n': n,
+  # Every metric of `metrics.summarise` (top1_error is called top1_err in eval.py's rows).
+  result = {**{k.replace('_error', '_err'): v for k, v in summary.items()}, 'n': n,
             'seconds': seconds, 'images_per_s': n / seconds}
   if len(networks) > 1:
     result['members'] = [
@@ -274,7 +275,7 @@ def run(config: ml_collections.ConfigDict | None = None, *, workdir: str | None 
       'step': sources[0].step if one else [s.step for s in sources],
       'checkpoint': sources[0].path if one else [s.path for s in sources],
       'dataset': data_config.name, 'split': split, 'dtype': 'bfloat16' if half else 'float32',
-      **{k: v for k, v in result.items() if k in ('loss', 'seconds', 'images_per_s', 'members')},
+      **{k: v for k, v in result.items() if k not in ('top1', 'top1_err', 'top5', 'top5_err', 'n')},
       'time': time.time()}
   out_dir = workdir or next((s.workdir for s in sources if s.workdir), None)
   if jax.process_index() == 0:

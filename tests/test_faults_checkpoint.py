@@ -236,20 +236,24 @@ def test_eval_falls_back_from_a_damaged_latest_checkpoint(trained, cache, tmp_pa
   assert _files(workdir / 'checkpoints') == before  # eval moves nothing
 
 
-@pytest.mark.parametrize('override, message', [
-    ('--config.optimizer.name=rmsprop',
-     "optimizer.name: checkpoint has 'sgd', this config has 'rmsprop'"),
-    ('--config.schedule.name=plateau',
+RMSPROP = ('--config.optimizer.name=rmsprop', '--config.optimizer.rmsprop_decay=0.9',
+           '--config.optimizer.eps=1.0')  # the fields RMSProp requires (config.validate)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (RMSPROP, "optimizer.name: checkpoint has 'sgd', this config has 'rmsprop'"),
+    (('--config.schedule.name=plateau', '--config.schedule.factor=0.1',
+      '--config.schedule.patience=1', '--config.schedule.max_reductions=3'),
      "schedule.name: checkpoint has 'warmup_cosine', this config has 'plateau'"),
-    ('--config.ema_decay=0.999', 'ema_decay: checkpoint has 0.0, this config has 0.999'),
+    (('--config.ema_decay=0.999',), 'ema_decay: checkpoint has 0.0, this config has 0.999'),
 ])
 def test_resume_with_another_state_layout_names_the_field_and_the_ways_out(
-    trained, tmp_path, override, message, parse_config):
+    trained, tmp_path, overrides, message, parse_config):
   """The old code failed inside Orbax with a tree mismatch suggesting a setting train.py lacks."""
   workdir = _copy(trained, tmp_path)
   saved_config = (workdir / 'config.json').read_bytes()
   with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
-    trainer.train_and_evaluate(parse_config(CONFIG, override, '--config.num_train_steps=8'),
+    trainer.train_and_evaluate(parse_config(CONFIG, *overrides, '--config.num_train_steps=8'),
                                str(workdir))
   text = str(e.value)
   assert message in text
@@ -264,7 +268,7 @@ def test_the_way_out_starts_a_new_run_from_the_refused_checkpoint(trained, tmp_p
   step are exactly the step-6 weights (the BatchNorm statistics do move, in train mode)."""
   step6 = trained / 'checkpoints' / '6'
   trainer.train_and_evaluate(parse_config(
-      CONFIG, '--config.optimizer.name=rmsprop', '--config.optimizer.lr=0', '--config.num_train_steps=1',
+      CONFIG, *RMSPROP, '--config.optimizer.lr=0', '--config.num_train_steps=1',
       '--config.eval_every_steps=-1', '--config.checkpoint_every_steps=1',
       f'--config.init_weights={step6}'), str(tmp_path / 'new'))
   _, new, _ = checkpoint.load_state(tmp_path / 'new')
