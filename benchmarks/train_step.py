@@ -60,19 +60,19 @@ def median_step(step, steps: int) -> float:
   return statistics.median(times)
 
 
-def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float]:
-  """Compile and run the trainer's train step; returns compile_s, step_s, images_per_s."""
+def jax_step(name: str, size: int, batch: int, bf16: bool):
+  """The trainer's compiled train step on one synthetic batch: (run, compile seconds, compiled),
+  `run()` taking one step and blocking until it is done."""
   c = config_lib.base_config()
   c.model.name = name
-  c.data.name = 'digits'
   c.image_size = size
   c.batch_size = batch
-  c.optimizer.update(name='sgd', lr=0.1, momentum=0.9, decay_mask='all')
-  c.schedule.name = 'constant'
   c.num_classes = 1000
   c.num_train_steps = 1000
   c.half_precision = bf16
-  c.optimizer.weight_decay = 1e-4
+  c.data.name = 'digits'  # sizes the epoch only: the step runs on random images
+  c.optimizer.update(name='sgd', lr=0.1, momentum=0.9, weight_decay=1e-4, decay_mask='all')
+  c.schedule.name = 'constant'
   if models.get_info(name).family in ('googlenet', 'inception'):
     c.aux_loss_weight = AUX_LOSS_WEIGHT
   step = trainer.train_step_fn(c)
@@ -90,6 +90,12 @@ def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[s
     carry[:] = compiled(*carry, data)
     jax.block_until_ready(carry)
 
+  return run, compile_s, compiled
+
+
+def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float]:
+  """Compile and run the trainer's train step; returns compile_s, step_s, images_per_s."""
+  run, compile_s, _ = jax_step(name, size, batch, bf16)
   step_s = median_step(run, steps)
   return {'compile_s': compile_s, 'step_s': step_s, 'images_per_s': batch / step_s}
 
@@ -109,8 +115,9 @@ def torch_alexnet2012(torch, num_classes: int = 1000):
       nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, num_classes))
 
 
-def time_torch(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float] | None:
-  """The same step in eager PyTorch, or None where torch or the model is unavailable."""
+def torch_step(name: str, size: int, batch: int, bf16: bool):
+  """The same step in eager PyTorch as a callable that blocks until done, or None where torch or
+  the model is unavailable."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import torchvision  # pylint: disable=g-import-not-at-top
@@ -145,6 +152,14 @@ def time_torch(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict
     if device == 'cuda':
       torch.cuda.synchronize()
 
+  return step
+
+
+def time_torch(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float] | None:
+  """`torch_step`'s step_s and images_per_s, or None."""
+  step = torch_step(name, size, batch, bf16)
+  if step is None:
+    return None
   step_s = median_step(step, steps)
   return {'step_s': step_s, 'images_per_s': batch / step_s}
 
