@@ -64,3 +64,42 @@ def test_summarise_divides_the_sums_by_the_count():
   out = metrics.summarise({'loss': 6.0, 'top1': 3.0, 'top5': 4.0, 'count': 4.0})
   assert out == {'loss': 1.5, 'top1': 0.75, 'top5': 1.0, 'top1_error': 0.25, 'top5_error': 0.0}
   assert metrics.summarise({'loss': 0.0, 'top1': 0.0, 'top5': 0.0, 'count': 0.0})['top1'] == 0.0
+
+
+def test_a_metric_added_in_metrics_py_reaches_the_train_and_eval_steps(monkeypatch):
+  """The seam: a new metric (here top-2 hits) is defined in metrics.zeros / accumulate only, and
+  the trainer's train and eval steps carry it, counted as numpy counts it from the same logits."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from cnn_jax import config as config_lib, trainer  # pylint: disable=g-import-not-at-top
+
+  zeros, accumulate = metrics.zeros, metrics.accumulate
+
+  def accumulate_top2(sums, logits, labels, mask, loss=None):
+    top2 = jnp.sum(jnp.any(jax.lax.top_k(logits, 2)[1] == labels[:, None], axis=-1) * mask)
+    return {**accumulate(sums, logits, labels, mask, loss), 'top2': sums['top2'] + top2}
+
+  monkeypatch.setattr(metrics, 'zeros', lambda: {**zeros(), 'top2': jnp.zeros(())})
+  monkeypatch.setattr(metrics, 'accumulate', accumulate_top2)
+  config = config_lib.base_config()
+  config.model.name = 'tour_cnn'
+  tx = optax.sgd(0.1)
+  state = trainer.create_train_state(config, 10, tx)
+  graphdef, _, rng_state, _ = trainer.split_model(trainer.build_model(config, 10))
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.standard_normal((6, 32, 32, 3)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 10, 6), jnp.int32),
+           'mask': jnp.asarray([True] * 5 + [False])}
+  sums = trainer.eval_step(state, metrics.zeros(), batch, graphdef=graphdef, rng_state=rng_state)
+  model = nnx.merge(graphdef, state['params'], rng_state, state['model_state'])
+  logits = np.asarray(model(batch['image'], train=False))
+  labels, mask = np.asarray(batch['label']), np.asarray(batch['mask'])
+  in_top2 = [label in np.argsort(-row)[:2] for row, label in zip(logits, labels)]
+  assert float(sums['top2']) == sum(h for h, m in zip(in_top2, mask) if m)
+  log_probs = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+  want_loss = -sum(log_probs[i, labels[i]] for i in range(6) if mask[i])
+  np.testing.assert_allclose(float(sums['loss']), want_loss, rtol=1e-5)
+  _, acc = trainer.train_step(state, metrics.zeros(), batch, graphdef=graphdef,
+                              rng_state=rng_state, config=config, tx=tx)
+  assert 'top2' in acc and 0 <= float(acc['top2']) <= 5
