@@ -4,7 +4,8 @@
 
 jax: a `jax.profiler` trace of the trainer's compiled step (`benchmarks.train_step.jax_step`),
 each XLA op's time summed by kind: the oneDNN convolutions and poolings (FFI custom calls), dots
-(the dense layers), and every other op (the fusions XLA makes of BatchNorm, ReLU, casts, ...) by
+(the dense layers, also inside XLA's YNNPACK fusions), reduce-windows (XLA splits a large sum,
+such as a conv bias's gradient or a BatchNorm statistic, into them), and every other op (the fusions XLA makes of BatchNorm, ReLU, casts, ...) by
 phase — forward, backward, or the update after the gradient (optimizer, metrics) — read from the
 op's `op_name` metadata. torch: `torch.profiler`'s self CPU time of each aten op of the same eager
 step (`benchmarks.train_step.torch_step`), grouped likewise (its other ops in one row: eager
@@ -46,10 +47,13 @@ def jax_kind(opcode: str, line: str, bodies: dict[str, str]) -> str:
     return 'max pooling (oneDNN)'
   if opcode == 'convolution':
     return 'convolution (XLA)'
-  if opcode == 'dot':
-    return 'dense (dot)'
   called = re.search(r'calls=%([\w.\-]+)', line)
-  text = line if 'op_name=' in line or not called else bodies.get(called.group(1), '')
+  body = bodies.get(called.group(1), '') if called else ''
+  if opcode == 'dot' or ' dot(' in body:
+    return 'dense (dot)'
+  if 'reduce-window' in line or ' reduce-window(' in body:
+    return 'large sums (XLA reduce-window)'
+  text = line if 'op_name=' in line or not called else body
   op_names = re.findall(r'op_name="([^"]+)"', text)
   if not op_names:
     return 'other ops: unattributed'
