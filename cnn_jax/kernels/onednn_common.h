@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -88,6 +90,19 @@ inline void* Workspace(size_t bytes) {
     buffer.reset(std::aligned_alloc(4096, size));
   }
   return buffer.get();
+}
+
+// The entry built for `key` (a primitive and what it needs), built once by `build()`. Entries are
+// immutable, so calls on many threads (one per forced host device) share them; one cache per
+// Entry type.
+template <typename Entry, typename BuildFn>
+const Entry& Cached(const std::string& key, BuildFn build) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::unique_ptr<Entry>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& entry = cache[key];
+  if (!entry) entry = build();
+  return *entry;
 }
 
 }  // namespace cnn_jax_onednn

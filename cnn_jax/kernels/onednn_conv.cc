@@ -117,16 +117,9 @@ std::string Key(Kind kind, const Geometry& g, int64_t threads) {
   return key.str();
 }
 
-// Built primitives by shape and attributes; entries are immutable, so calls on many threads
-// (one per forced host device) share them.
+// Built primitives by shape and attributes (`cnn_jax_onednn::Cached`).
 const Entry& Lookup(Kind kind, const Geometry& g, int64_t threads) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::unique_ptr<Entry>> cache;
-  const std::string key = Key(kind, g, threads);
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& entry = cache[key];
-  if (!entry) entry = Build(kind, g);
-  return *entry;
+  return cnn_jax_onednn::Cached<Entry>(Key(kind, g, threads), [&] { return Build(kind, g); });
 }
 
 ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer out,

@@ -84,15 +84,9 @@ std::string Key(Kind kind, const Geometry& g, int64_t threads) {
   return key.str();
 }
 
-// Built primitives by shape and attributes (immutable, shared by concurrent calls).
+// Built primitives by shape and attributes (`cnn_jax_onednn::Cached`).
 const Entry& Lookup(Kind kind, const Geometry& g, int64_t threads) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::unique_ptr<Entry>> cache;
-  const std::string key = Key(kind, g, threads);
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& entry = cache[key];
-  if (!entry) entry = Build(kind, g);
-  return *entry;
+  return cnn_jax_onednn::Cached<Entry>(Key(kind, g, threads), [&] { return Build(kind, g); });
 }
 
 // Where oneDNN's max differs from XLA's reduce_window max: oneDNN skips NaN (XLA's max propagates
