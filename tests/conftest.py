@@ -1,6 +1,9 @@
 """Shared pytest set-up. Tests needing several devices run in subprocesses (see `start` in tests/test_trainer.py)."""
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,21 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if item.path.name in SLOW_FILES:
       item.add_marker(pytest.mark.slow(reason=SLOW_FILES[item.path.name]))
+
+
+@pytest.fixture(scope='session')
+def run_on_host_devices():
+  """`run_on_host_devices(script, devices=2)`: run a Python `script` (dedented) in a subprocess on
+  `devices` forced host CPU devices, from the repository root; it must exit 0 and print OK."""
+  root = Path(__file__).resolve().parents[1]
+
+  def run(script: str, devices: int = 2) -> None:
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(script)], env=env, cwd=root,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+  return run
 
 
 @pytest.fixture(scope='module')

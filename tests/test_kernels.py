@@ -146,7 +146,7 @@ def test_unsupported_configurations_fall_back_to_xla(variant):
                                   conv(lax.conv_general_dilated)(x, w))
 
 
-def test_forced_host_devices_share_the_cores_and_split_the_batch():
+def test_forced_host_devices_share_the_cores_and_split_the_batch(run_on_host_devices):
   """With 2 forced host devices: each call gets half the cores; a jitted step traced under the
   mesh runs each device's half batch through oneDNN (no all-gather of the batch, one all-reduce
   of the kernel gradient), also inside a user's `jax.shard_map` (AlexNet's towers), with the
@@ -179,11 +179,7 @@ def test_forced_host_devices_share_the_cores_and_split_the_batch():
               np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
       print('OK')
   ''')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run([sys.executable, '-c', script], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+  run_on_host_devices(script)
 
 
 def test_concurrent_calls_share_the_cores():

@@ -5,9 +5,6 @@ The shapes are the models' poolings: 3x3 stride 2 (ResNet, AlexNet), 2x2 stride 
 stride 1 'SAME' (GoogLeNet's branch pool), ceil-mode windows that overhang the input (asymmetric
 padding: GoogLeNet, SqueezeNet), odd sizes, batch 1, 1 and 832 channels (GoogLeNet's 4e output).
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -186,7 +183,7 @@ def test_unsupported_configurations_fall_back_to_xla(variant):
   np.testing.assert_array_equal(call(kernels.max_pool)(x), call(xla_max_pool)(x))
 
 
-def test_forced_host_devices_split_the_batch():
+def test_forced_host_devices_split_the_batch(run_on_host_devices):
   """With 2 forced host devices and the batch sharded, each device pools its half through oneDNN
   (no all-gather of the batch); values and gradients equal XLA's."""
   script = textwrap.dedent('''
@@ -210,8 +207,4 @@ def test_forced_host_devices_split_the_batch():
         np.testing.assert_array_equal(g, g_ref)
       print('OK')
   ''')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run([sys.executable, '-c', script], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+  run_on_host_devices(script)
