@@ -18,8 +18,8 @@
   the next checkpoint is written.
 
 The step API, public for tools, benchmarks and forks (in the spirit of the flax ImageNet example):
-`build_model` / `split_model`, `create_train_state`, `loss_fn`, `train_step`, `eval_step` (pure
-functions), `make_plan` (validated config -> mesh, optimizer, abstract state, shardings) and
+`build_model` / `split_model`, `create_train_state` / `train_state`, `loss_fn`, `train_step`,
+`eval_step` (pure functions), `make_plan` (validated config -> mesh, optimizer, abstract state, shardings) and
 `train_step_fn` (the jitted step of a config with its abstract arguments, to lower, export or time).
 """
 
@@ -93,9 +93,16 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Modu
 
 
 def create_train_state(config, num_classes, tx, plateau=None):
-  """The initial train state {step, params, model_state, opt_state, rng[, ema][, plateau]} for the
-  optimizer `tx` (`optim.make_optimizer`); call it under jit (or eval_shape) to place it on a mesh."""
+  """The initial train state of a freshly initialised model (`train_state`); call it under jit (or
+  eval_shape) to place it on a mesh."""
   _, params, _, model_state = split_model(build_model(config, num_classes))
+  return train_state(config, params, model_state, tx, plateau)
+
+
+def train_state(config, params, model_state, tx, plateau=None):
+  """The train state {step, params, model_state, opt_state, rng[, ema][, plateau]} at step 0 of a
+  model's `params` and `model_state` (`split_model`), for the optimizer `tx`
+  (`optim.make_optimizer`)."""
   state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'model_state': model_state,
            'opt_state': tx.init(params),
            'rng': jax.random.key_data(jax.random.key(config.seed))}

@@ -181,8 +181,7 @@ def train_step(model: nnx.Module, tx: optax.GradientTransformation):
   config.aux_loss_weight = 1.0
   graphdef, params, rng_state, model_state = trainer.split_model(model)
   params, model_state = jax.tree.map(jnp.copy, (params, model_state))
-  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'model_state': model_state,
-           'opt_state': tx.init(params), 'rng': jax.random.key_data(jax.random.key(0))}
+  state = trainer.train_state(config, params, model_state, tx)
   step = jax.jit(functools.partial(trainer.train_step, graphdef=graphdef, rng_state=rng_state,
                                    config=config, tx=tx), donate_argnums=(0, 1))
   return step, state
