@@ -130,16 +130,23 @@ def _local_conv(spec, lhs, rhs):
   return _onednn_conv(spec, vary(lhs, axes), vary(rhs, axes))
 
 
+def batch_axes(batch_size: int, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+  """The current mesh's automatic axes of size > 1 (less `exclude`) that split a batch of
+  `batch_size` evenly, or () where there are none or they do not divide it."""
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = () if mesh.empty else tuple(
+      name for name, kind in zip(mesh.axis_names, mesh.axis_types)
+      if name not in exclude and kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
+  return () if batch_size % math.prod(mesh.shape[name] for name in axes) else axes
+
+
 def split_batch(local, x, *replicated):
   """`local(x, *replicated)` (a oneDNN call of this device's arrays); under a mesh
   (`jax.set_mesh`) each device runs it on its share of the batch of `x` over the mesh's automatic
   axes (`jax.shard_map`): XLA's partitioner would otherwise gather the batch and repeat an opaque
   custom call on every device. The gradient of `replicated` is summed over those axes."""
-  mesh = jax.sharding.get_abstract_mesh()
-  axes = () if mesh.empty else tuple(
-      name for name, kind in zip(mesh.axis_names, mesh.axis_types)
-      if kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
-  if not axes or x.shape[0] % math.prod(mesh.shape[name] for name in axes):
+  axes = batch_axes(x.shape[0])
+  if not axes:
     return local(x, *replicated)
   batch = jax.sharding.PartitionSpec(axes)
   return jax.shard_map(local, in_specs=(batch, *[jax.sharding.PartitionSpec()] * len(replicated)),

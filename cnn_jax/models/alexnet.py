@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple, Sequence
 
 import jax
@@ -299,19 +298,11 @@ def _gathered_dot(lhs, rhs, *args, **kwargs):
   return kernels.dense_dot_general(_place(lhs, None), rhs, *args, **kwargs)
 
 
-def _batch_axes(mesh, axis: str, batch_size: int) -> tuple[str, ...]:
-  """The mesh's automatic axes other than the tower `axis` that split a batch of `batch_size`."""
-  batch = tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types)
-                if name != axis and kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
-  return () if batch_size % math.prod(mesh.shape[name] for name in batch) else batch
-
-
 def _per_tower(fn, x, axis: str):
   """`fn` (channel-wise, e.g. a pooling) on each device's tower channels of its share of the
   batch, with no communication: the oneDNN pooling's own split of the batch over every automatic
   axis would move the tower-split channels between devices."""
-  mesh = jax.sharding.get_abstract_mesh()
-  batch = _batch_axes(mesh, axis, x.shape[0])
+  batch = kernels.batch_axes(x.shape[0], exclude=(axis,))
   spec = P(batch or None, None, None, axis)
   return jax.shard_map(fn, in_specs=spec, out_specs=spec, axis_names={axis, *batch})(x)
 
@@ -328,7 +319,7 @@ def _tower_conv(lhs, rhs, *args, feature_group_count: int, axis: str, **kwargs):
   own split of the batch would nest a second shard_map, whose transpose jax 0.10.2 cannot lower.
   """
   mesh = jax.sharding.get_abstract_mesh()
-  batch = _batch_axes(mesh, axis, lhs.shape[0])
+  batch = kernels.batch_axes(lhs.shape[0], exclude=(axis,))
   split = P(None, None, None, axis)
   lhs_spec = P(batch or None, None, None, axis if feature_group_count > 1 else None)
   out_spec = P(batch or None, None, None, axis)
