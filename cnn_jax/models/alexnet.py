@@ -200,9 +200,8 @@ class AlexNet(nnx.Module):
     layers.check_input_size(self.name, x, self.min_input_size)
     for i, spec in enumerate(ONE_WEIRD_TRICK):
       x = self.convs[i](x)
-      if self.batch_norm:
-        x = self.conv_bns[i](x, use_running_average=not train)
-      x = nnx.relu(x)
+      x = (self.conv_bns[i](x, use_running_average=not train, activation='relu')
+           if self.batch_norm else nnx.relu(x))
       if spec.pool:
         x = layers.max_pool(x, 3, 2)
     x = layers.adaptive_avg_pool(x, 6)
@@ -211,9 +210,8 @@ class AlexNet(nnx.Module):
       if spec.dropout:
         x = self.dropout(x, deterministic=not train)
       x = self.fcs[i](x)
-      if self.batch_norm:
-        x = self.fc_bns[i](x, use_running_average=not train)
-      x = nnx.relu(x)
+      x = (self.fc_bns[i](x, use_running_average=not train, activation='relu')
+           if self.batch_norm else nnx.relu(x))
     return self.fcs[-1](x).astype(jnp.float32)
 
 

@@ -42,8 +42,8 @@ class DenseLayer(nnx.Module):
     self.conv2 = _conv(bn_size * growth, growth, 3, padding=1, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):
-    x = self.conv1(nnx.relu(self.norm1(x, use_running_average=not train)))
-    return self.conv2(nnx.relu(self.norm2(x, use_running_average=not train)))
+    x = self.conv1(self.norm1(x, use_running_average=not train, activation='relu'))
+    return self.conv2(self.norm2(x, use_running_average=not train, activation='relu'))
 
 
 class Transition(nnx.Module):
@@ -54,7 +54,8 @@ class Transition(nnx.Module):
     self.conv = _conv(cin, cout, 1, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):
-    return layers.avg_pool(self.conv(nnx.relu(self.norm(x, use_running_average=not train))), 2, 2)
+    x = self.norm(x, use_running_average=not train, activation='relu')
+    return layers.avg_pool(self.conv(x), 2, 2)
 
 
 class DenseNet(nnx.Module):
@@ -87,7 +88,7 @@ class DenseNet(nnx.Module):
   def __call__(self, x, *, train: bool = False):
     layers.check_input_size(self.name, x, self.min_input_size)
     f = self.features
-    x = nnx.relu(f['norm0'](f['conv0'](x), use_running_average=not train))
+    x = f['norm0'](f['conv0'](x), use_running_average=not train, activation='relu')
     x = layers.max_pool(x, 3, 2, padding=1)
     for b, num_layers in enumerate(self.block_config, start=1):
       block = f[f'denseblock{b}']  # indexed by name: nnx orders attributes by sorted key
@@ -95,7 +96,7 @@ class DenseNet(nnx.Module):
         x = jnp.concatenate([x, block[f'denselayer{i}'](x, train=train)], axis=-1)
       if b < len(self.block_config):
         x = f[f'transition{b}'](x, train=train)
-    x = nnx.relu(f['norm5'](x, use_running_average=not train))
+    x = f['norm5'](x, use_running_average=not train, activation='relu')
     return self.classifier(layers.global_avg_pool(x)).astype(jnp.float32)
 
 

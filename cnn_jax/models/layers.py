@@ -160,18 +160,50 @@ class ConvBN(nnx.Module):
     self.relu = relu
 
   def __call__(self, x, *, train: bool = False):
-    x = self.bn(self.conv(x), use_running_average=not train)
-    return nnx.relu(x) if self.relu else x
+    return self.bn(self.conv(x), use_running_average=not train,
+                   activation='relu' if self.relu else None)
+
+
+class BatchNorm(nnx.BatchNorm):
+  """`nnx.BatchNorm` (the same variables) with PyTorch's statistics and a fused activation.
+
+  `bn(x, use_running_average=..., activation=None | 'relu' | 'relu6')`. In training the batch is
+  normalised by `cnn_jax.kernels.batch_norm` (float32 statistics, normalisation and activation in
+  one pass, a two-pass backward) and the running variance is updated with the unbiased batch
+  variance, n / (n - 1) times the biased one, as in Ioffe & Szegedy 2015 (Algorithm 2, step 10)
+  and `torch.nn.BatchNorm2d`. Normalisation is float32 in every mode; the output has `dtype`.
+  """
+
+  def __call__(self, x, use_running_average: bool | None = None, *, activation: str | None = None):
+    if use_running_average is None:
+      use_running_average = self.use_running_average
+    if use_running_average is None:
+      raise ValueError('BatchNorm needs use_running_average: pass it to the call or constructor')
+    ones = jnp.ones((x.shape[-1],), jnp.float32)
+    scale = ones if self.scale is None else self.scale[...]
+    bias = 0 * ones if self.bias is None else self.bias[...]
+    dtype = self.dtype or jnp.result_type(x, scale, bias)
+    x = x.astype(self.dtype) if self.dtype else x
+    if use_running_average:
+      mul = jax.lax.rsqrt(self.var[...] + self.epsilon) * scale
+      y = (x.astype(jnp.float32) - self.mean[...]) * mul + bias
+      return kernels.activate(y, activation).astype(dtype)
+    y, mean, var = kernels.batch_norm(x, scale, bias, epsilon=self.epsilon,
+                                      activation=activation, dtype=dtype)
+    count = x.size // x.shape[-1]
+    self.mean[...] = self.momentum * self.mean[...] + (1 - self.momentum) * mean
+    self.var[...] = (self.momentum * self.var[...]
+                     + (1 - self.momentum) * var * (count / max(count - 1, 1)))
+    return y
 
 
 def batch_norm(features: int, *, eps: float = 1e-5, dtype: Dtype = None, rngs: nnx.Rngs,
-               **kwargs) -> nnx.BatchNorm:
-  """BatchNorm with PyTorch's defaults: momentum 0.1 in PyTorch = 0.9 in Flax, eps 1e-5.
+               **kwargs) -> BatchNorm:
+  """`BatchNorm` with PyTorch's defaults: momentum 0.1 in PyTorch = 0.9 in Flax, eps 1e-5.
 
   Under jit over a batch sharded across devices the statistics are global (synchronised BN).
   """
-  return nnx.BatchNorm(features, momentum=0.9, epsilon=eps, dtype=dtype,
-                       use_fast_variance=False, rngs=rngs, **kwargs)
+  return BatchNorm(features, momentum=0.9, epsilon=eps, dtype=dtype, rngs=rngs, **kwargs)
 
 
 # Initialisers used by several families.

@@ -41,7 +41,7 @@ class ConvBNReLU6(nnx.Module):
     self.bn = layers.batch_norm(cout, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):
-    return nnx.relu6(self.bn(self.conv(x), use_running_average=not train))
+    return self.bn(self.conv(x), use_running_average=not train, activation='relu6')
 
 
 class InvertedResidual(nnx.Module):

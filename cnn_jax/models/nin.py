@@ -56,9 +56,8 @@ class MLPConv(nnx.Module):
   def __call__(self, x, *, train: bool = False):
     for i, conv in enumerate(self.convs):
       x = conv(x)
-      if self.bns:
-        x = self.bns[i](x, use_running_average=not train)
-      x = nnx.relu(x)
+      x = (self.bns[i](x, use_running_average=not train, activation='relu') if self.bns
+           else nnx.relu(x))
     return x
 
 

@@ -50,7 +50,7 @@ class BasicBlock(nnx.Module):
 
   def __call__(self, x, *, train: bool = False):
     ura = not train
-    y = nnx.relu(self.bn1(self.conv1(x), use_running_average=ura))
+    y = self.bn1(self.conv1(x), use_running_average=ura, activation='relu')
     y = self.bn2(self.conv2(y), use_running_average=ura)
     shortcut = x if self.downsample is None else self.downsample(x, train=train)
     return nnx.relu(y + shortcut)
@@ -75,8 +75,8 @@ class Bottleneck(nnx.Module):
 
   def __call__(self, x, *, train: bool = False):
     ura = not train
-    y = nnx.relu(self.bn1(self.conv1(x), use_running_average=ura))
-    y = nnx.relu(self.bn2(self.conv2(y), use_running_average=ura))
+    y = self.bn1(self.conv1(x), use_running_average=ura, activation='relu')
+    y = self.bn2(self.conv2(y), use_running_average=ura, activation='relu')
     y = self.bn3(self.conv3(y), use_running_average=ura)
     shortcut = x if self.downsample is None else self.downsample(x, train=train)
     return nnx.relu(y + shortcut)
@@ -121,7 +121,7 @@ class ResNet(nnx.Module):
 
   def __call__(self, x, *, train: bool = False):
     layers.check_input_size(self.name, x, self.min_input_size)
-    x = nnx.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    x = self.bn1(self.conv1(x), use_running_average=not train, activation='relu')
     x = layers.max_pool(x, 3, 2, padding=1)
     for i in range(self.num_stages):
       for block in getattr(self, f'layer{i + 1}'):

@@ -59,9 +59,8 @@ class VGG(nnx.Module):
     """The conv stack: (N, H, W, 3) -> (N, H/32, W/32, 512)."""
     for i, conv in enumerate(self.convs):
       x = conv(x)
-      if self.bns:
-        x = self.bns[i](x, use_running_average=not train)
-      x = nnx.relu(x)
+      x = (self.bns[i](x, use_running_average=not train, activation='relu') if self.bns
+           else nnx.relu(x))
       if i in self.pool_after:
         x = layers.max_pool(x, 2, 2)
     return x

@@ -1,0 +1,92 @@
+"""layers.BatchNorm (kernels.batch_norm) against torch.nn.BatchNorm2d/1d + ReLU/ReLU6 run here:
+training-mode output, gradients of the input, scale and bias, and the running statistics after
+one step (PyTorch updates the running variance with the unbiased batch variance, as Ioffe &
+Szegedy 2015, Algorithm 2 does); eval-mode output; float32 and bfloat16 inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cnn_jax import kernels
+from cnn_jax.models import layers
+
+torch = pytest.importorskip('torch')
+
+SHAPES = [(4, 7, 5, 6), (1, 3, 3, 8), (16, 3)]  # odd spatial sizes, batch 1, BN after an FC layer
+TORCH_ACTIVATION = {None: lambda y: y, 'relu': torch.relu, 'relu6': torch.nn.functional.relu6}
+
+
+def _torch_reference(x, dy, scale, bias, mean, var, eps, activation):
+  """y, dx, dscale, dbias and the running mean/var of torch's BatchNorm (momentum 0.1) + act."""
+  features = x.shape[-1]
+  bn = (torch.nn.BatchNorm2d if x.ndim == 4 else torch.nn.BatchNorm1d)(features, eps=eps)
+  with torch.no_grad():
+    bn.weight.copy_(torch.from_numpy(scale)); bn.bias.copy_(torch.from_numpy(bias))
+    bn.running_mean.copy_(torch.from_numpy(mean)); bn.running_var.copy_(torch.from_numpy(var))
+  to_torch = (lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)) if x.ndim == 4 else torch.from_numpy
+  from_torch = (lambda t: t.permute(0, 2, 3, 1).numpy()) if x.ndim == 4 else (lambda t: t.numpy())
+  tx = to_torch(x.astype(np.float64)).requires_grad_()
+  bn = bn.double()
+  y = TORCH_ACTIVATION[activation](bn(tx))
+  y.backward(to_torch(dy.astype(np.float64)))
+  return (from_torch(y.detach()), from_torch(tx.grad), bn.weight.grad.numpy(),
+          bn.bias.grad.numpy(), bn.running_mean.numpy(), bn.running_var.numpy())
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('activation', kernels.ACTIVATIONS)
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_training_step_equals_torch(shape, activation, dtype):
+  rng = np.random.default_rng(sum(shape))
+  c = shape[-1]
+  x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)  # mean far from 0
+  x = np.asarray(jnp.asarray(x, dtype).astype(jnp.float32))  # the values the layer sees
+  dy = rng.standard_normal(shape).astype(np.float32)
+  scale, bias = rng.uniform(0.5, 1.5, c).astype(np.float32), rng.normal(size=c).astype(np.float32)
+  mean, var = rng.normal(size=c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)
+  eps = 1e-3
+  bn = layers.batch_norm(c, eps=eps, dtype=dtype, rngs=nnx.Rngs(0))
+  bn.scale[...], bn.bias[...] = jnp.asarray(scale), jnp.asarray(bias)
+  bn.mean[...], bn.var[...] = jnp.asarray(mean), jnp.asarray(var)
+
+  def loss(bn, x):
+    y = bn(x.astype(dtype), use_running_average=False, activation=activation)
+    return jnp.sum(y.astype(jnp.float32) * dy), y
+
+  (_, y), (dbn, dx) = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(bn, jnp.asarray(x))
+  got = (y, dx, dbn.scale[...], dbn.bias[...], bn.mean[...], bn.var[...])
+  want = _torch_reference(x, dy, scale, bias, mean, var, eps, activation)
+  names = ('y', 'dx', 'dscale', 'dbias', 'running_mean', 'running_var')
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2  # bf16 rounds y and dx to 8 bits
+  for name, a, b in zip(names, got, want):
+    b = b.astype(np.float32)
+    t = tol if name in ('y', 'dx') else 1e-5  # statistics and parameter gradients are float32
+    if name in ('dscale', 'dbias') and dtype == jnp.bfloat16:
+      t = 2e-2  # sums of the bf16 y's rounding
+    np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=t,
+                               atol=t * max(1.0, float(np.max(np.abs(b)))), err_msg=name)
+
+
+@pytest.mark.parametrize('activation', kernels.ACTIVATIONS)
+def test_eval_mode_equals_torch(activation):
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((2, 5, 4, 6)).astype(np.float32)
+  bn = layers.batch_norm(6, rngs=nnx.Rngs(0))
+  bn.mean[...] = jnp.asarray(rng.normal(size=6), jnp.float32)
+  bn.var[...] = jnp.asarray(rng.uniform(0.5, 2, 6), jnp.float32)
+  tbn = torch.nn.BatchNorm2d(6).eval()
+  with torch.no_grad():
+    tbn.running_mean.copy_(torch.tensor(np.asarray(bn.mean[...])))
+    tbn.running_var.copy_(torch.tensor(np.asarray(bn.var[...])))
+    want = TORCH_ACTIVATION[activation](tbn(torch.from_numpy(x).permute(0, 3, 1, 2)))
+  got = bn(jnp.asarray(x), use_running_average=True, activation=activation)
+  np.testing.assert_allclose(np.asarray(got), want.permute(0, 2, 3, 1).numpy(), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_unknown_activation_is_refused():
+  with pytest.raises(ValueError, match='activation must be one of'):
+    kernels.batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.zeros(3), epsilon=1e-5,
+                       activation='gelu')
