@@ -1,4 +1,4 @@
-"""layers.BatchNorm (kernels.batch_norm) against torch.nn.BatchNorm2d/1d + ReLU/ReLU6 run here:
+"""layers.BatchNorm (kernels.batch_norm, kernels.portable_batch_norm) against torch.nn.BatchNorm2d/1d + ReLU/ReLU6 run here:
 training-mode output, gradients of the input, scale and bias, and the running statistics after
 one step (PyTorch updates the running variance with the unbiased batch variance, as Ioffe &
 Szegedy 2015, Algorithm 2 does); eval-mode output; float32 and bfloat16 inputs."""
@@ -38,7 +38,12 @@ def _torch_reference(x, dy, scale, bias, mean, var, eps, activation):
 @pytest.mark.parametrize('shape', SHAPES)
 @pytest.mark.parametrize('activation', kernels.ACTIVATIONS)
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_training_step_equals_torch(shape, activation, dtype):
+@pytest.mark.parametrize('path', ['kernels', 'portable'])
+def test_training_step_equals_torch(shape, activation, dtype, path, monkeypatch):
+  """On this CPU `kernels.batch_norm` runs the C++ passes where they are built; the portable
+  `jnp` path is what GPUs run."""
+  if path == 'portable':
+    monkeypatch.setattr(kernels, 'batch_norm', kernels.portable_batch_norm)
   rng = np.random.default_rng(sum(shape))
   c = shape[-1]
   x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)  # mean far from 0
@@ -90,3 +95,36 @@ def test_unknown_activation_is_refused():
   with pytest.raises(ValueError, match='activation must be one of'):
     kernels.batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.zeros(3), epsilon=1e-5,
                        activation='gelu')
+
+
+def test_forced_host_devices_synchronise_the_statistics(run_on_host_devices):
+  """With 2 forced host devices and the batch sharded, each device runs the passes on its half and
+  the sums are added across devices: values and gradients equal the portable path on one array."""
+  run_on_host_devices('''
+      import jax, jax.numpy as jnp, numpy as np
+      from jax.sharding import NamedSharding, PartitionSpec as P
+      from cnn_jax import kernels
+      mesh = jax.make_mesh((2,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+      rng = np.random.default_rng(0)
+      x = (5 + rng.standard_normal((8, 5, 3, 16))).astype(np.float32)
+      x[:4] += 3  # the two halves have different statistics
+      scale, bias = rng.uniform(0.5, 1.5, 16).astype(np.float32), rng.normal(size=16).astype(np.float32)
+      dy = rng.standard_normal(x.shape).astype(np.float32)
+
+      def grad(f):
+        def loss(x, scale, bias):
+          y, mean, var = f(x, scale, bias, epsilon=1e-5, activation='relu')
+          return jnp.sum(y * dy), (mean, var)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+      want = grad(kernels.portable_batch_norm)(x, scale, bias)
+      with jax.set_mesh(mesh):
+        xs = jax.device_put(x, NamedSharding(mesh, P('data')))
+        hlo = grad(kernels.batch_norm).lower(xs, scale, bias).compile().as_text()
+        assert 'all-gather' not in hlo, hlo
+        assert 'custom_call_target="cnn_jax_batch_norm_sums"' in hlo, hlo
+        got = grad(kernels.batch_norm)(xs, scale, bias)
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+      print('OK')
+  ''')

@@ -1,11 +1,12 @@
 """CPU kernels through oneDNN as XLA FFI custom calls (built by `make kernels`), the dense
 layer's matmul with a layout-friendly kernel gradient (`dense`) and BatchNorm with its backward
-written out (`batch_norm`)."""
-from cnn_jax.kernels.batch_norm import ACTIVATIONS, activate, batch_norm
+written out (`normalization`)."""
+from cnn_jax.kernels.normalization import (ACTIVATIONS, activate, batch_norm,
+                                           portable_batch_norm)
 from cnn_jax.kernels.dense import dot_general as dense_dot_general
 from cnn_jax.kernels.conv import (batch_axes, conv_general_dilated, supports, threads,
                                   unavailable_reason)
 from cnn_jax.kernels.pool import max_pool
 
 __all__ = ['ACTIVATIONS', 'activate', 'batch_axes', 'batch_norm', 'conv_general_dilated',
-           'dense_dot_general', 'max_pool', 'supports', 'threads', 'unavailable_reason']
+           'dense_dot_general', 'max_pool', 'portable_batch_norm', 'supports', 'threads', 'unavailable_reason']

@@ -1,0 +1,213 @@
+"""Training-mode BatchNorm (+ ReLU or ReLU6) with its backward written out: two passes each way.
+
+JAX's reverse mode of the textbook formula (mean, then variance of x - mean, normalise, ReLU)
+reads and writes each activation several times more than it must, and in bfloat16 casts it back
+and forth between passes; on CPU these passes cost more than the convolutions around them. Here:
+
+  forward   one pass for both sums (of x - k, k the first sample's per-channel mean: the shifted
+            one-pass variance, accurate when k is near the mean), one pass that normalises,
+            applies the activation and writes y;
+  backward  one pass for sum(g) and sum(g * (x - mean)), g the output gradient masked where the
+            activation is flat (read from y, so the pre-activation is never stored), one pass for
+            dx = scale / sigma * (g - mean(g) - x_hat * mean(g * x_hat)) (Ioffe & Szegedy 2015, §3).
+
+Statistics and arithmetic are float32 whatever the input dtype; y has `dtype`. Lowered for CPU
+where the kernel library is built (`make kernels`), the four passes are the C++ loops of
+`batch_norm.cc` (XLA:CPU's own fusions of these reductions run at a fraction of memory speed);
+elsewhere, and for a `dtype` other than x's, they are `jnp` code. Either way the statistics are the
+whole batch's: under a mesh each device sums its share and the sums are added across devices
+(`psum`), as `jnp` reductions under `jit` over a sharded batch are (synchronised BatchNorm).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from cnn_jax.kernels import conv
+
+ACTIVATIONS = (None, 'relu', 'relu6')
+_TARGETS = {'sums': 'BnSums', 'normalize': 'BnNormalize', 'backward_sums': 'BnBackwardSums',
+            'backward_data': 'BnBackwardData'}
+
+
+def activate(y, activation: str | None):
+  """`y` through the activation (None, 'relu' or 'relu6')."""
+  if activation == 'relu':
+    return jnp.maximum(y, 0.0)
+  if activation == 'relu6':
+    return jnp.clip(y, 0.0, 6.0)
+  return y
+
+
+def _passes(g, y, activation):
+  """`g` where the activation passes gradient (PyTorch's rule: relu where y > 0, relu6 where
+  0 < y < 6)."""
+  if activation is None:
+    return g
+  open_ = y > 0 if activation == 'relu' else (y > 0) & (y < 6)
+  return jnp.where(open_, g, 0.0)
+
+
+class _Ops(NamedTuple):
+  """The four passes and the axes their sums are added over (module doc), on `jnp` arrays."""
+  sums: callable           # (x, shift) -> [sum(x - shift), sum((x - shift)^2)]
+  normalize: callable      # (x, mean, a, b) -> act((x - mean) * a + b) in dtype
+  backward_sums: callable  # (g, y, x, mean) -> [sum(g'), sum(g' * (x - mean))]
+  backward_data: callable  # (g, y, x, mean, A, B, D) -> g' * A + (x - mean) * B + D
+  axes: tuple[str, ...]    # mesh axes the batch is split over (sums are psum'ed over them)
+
+
+def _jnp_ops(activation, dtype) -> _Ops:
+  def rows(x):
+    return x.astype(jnp.float32).reshape(-1, x.shape[-1])
+
+  def sums(x, shift):
+    centred = rows(x) - shift
+    return jnp.stack([jnp.sum(centred, 0), jnp.sum(jnp.square(centred), 0)])
+
+  def normalize(x, mean, a, b):
+    return activate((x.astype(jnp.float32) - mean) * a + b, activation).astype(dtype)
+
+  def backward_sums(g, y, x, mean):
+    g = _passes(rows(g), rows(y), activation)
+    return jnp.stack([jnp.sum(g, 0), jnp.sum(g * (rows(x) - mean), 0)])
+
+  def backward_data(g, y, x, mean, a, b, d):
+    g = _passes(g.astype(jnp.float32), y, activation)
+    return (g * a + (x.astype(jnp.float32) - mean) * b + d).astype(x.dtype)
+
+  return _Ops(sums, normalize, backward_sums, backward_data, ())
+
+
+@functools.cache
+def _library():
+  """The kernel library with the BatchNorm targets registered, or None."""
+  if conv.unavailable_reason() is not None:
+    return None
+  lib = ctypes.CDLL(conv.LIBRARY)
+  if not all(hasattr(lib, symbol) for symbol in _TARGETS.values()):
+    return None  # built before batch_norm.cc: `make kernels` rebuilds it
+  for kind, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(f'cnn_jax_batch_norm_{kind}',
+                                jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+  return lib
+
+
+def _kernel_ops(activation, axes) -> _Ops:
+  code = np.int64(ACTIVATIONS.index(activation))
+  threads = np.int64(conv.threads())
+
+  def call(kind, out, *args, **attrs):
+    result = jax.ffi.ffi_call(f'cnn_jax_batch_norm_{kind}', out, vmap_method='sequential')(
+        *args, threads=threads, **attrs)
+    return conv.vary(result, conv.varying(args[0]))  # ffi_call's result is typed invariant
+
+  def stats(x):
+    return jax.ShapeDtypeStruct((2, x.shape[-1]), jnp.float32)
+
+  def like(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+  return _Ops(
+      lambda x, shift: call('sums', stats(x), x, shift),
+      lambda x, mean, a, b: call('normalize', like(x), x, mean, a, b, activation=code),
+      lambda g, y, x, mean: call('backward_sums', stats(x), g, y, x, mean, activation=code),
+      lambda g, y, x, mean, a, b, d: call('backward_data', like(x), g, y, x, mean, a, b, d,
+                                          activation=code),
+      axes)
+
+
+def _total(sums, ops):
+  return lax.psum(sums, ops.axes) if ops.axes else sums
+
+
+def _count(x, ops):
+  return x.size // x.shape[-1] * math.prod(lax.axis_size(a) for a in ops.axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _batch_norm(ops, x, scale, bias, epsilon):
+  return _forward(ops, x, scale, bias, epsilon)[0]
+
+
+def _forward(ops, x, scale, bias, epsilon):
+  shift = jnp.mean(x[0].astype(jnp.float32).reshape(-1, x.shape[-1]), axis=0)
+  if ops.axes:
+    shift = lax.pmean(shift, ops.axes)  # one shift for every device's share
+  sums = _total(ops.sums(x, shift), ops) / _count(x, ops)
+  var = jnp.maximum(sums[1] - jnp.square(sums[0]), 0.0)
+  mean = shift + sums[0]
+  inv = lax.rsqrt(var + epsilon)
+  y = ops.normalize(x, mean, scale * inv, bias)
+  return (y, mean, var), (x, y, mean, inv, scale)
+
+
+def _backward(ops, epsilon, residuals, cotangents):
+  del epsilon
+  x, y, mean, inv, scale = residuals
+  g = cotangents[0].astype(x.dtype)
+  local = ops.backward_sums(g, y, x, mean)  # this device's [sum(g'), sum(g' * (x - mean))]
+  total = _total(local, ops) / _count(x, ops)
+  a = scale * inv
+  dx = ops.backward_data(g, y, x, mean, a, -a * jnp.square(inv) * total[1], -a * total[0])
+  # This device's share of d scale and d bias: shard_map sums them over the devices.
+  return dx, local[1] * inv, local[0]
+
+
+_batch_norm.defvjp(_forward, _backward)
+
+
+def _local(ops, epsilon, x, scale, bias):
+  """`_batch_norm` of this device's arrays, all typed alike inside shard_map."""
+  axes = conv.varying(x) | conv.varying(scale) | conv.varying(bias)
+  x, scale, bias = (conv.vary(v, axes) for v in (x, scale, bias))
+  y, mean, var = _batch_norm(ops, x, scale, bias, epsilon)
+  return y, mean, var
+
+
+def _cpu(activation, epsilon, x, scale, bias):
+  """The kernel path; under a mesh each device normalises its share of the batch."""
+  axes = conv.batch_axes(x.shape[0])
+  if not axes:
+    return _local(_kernel_ops(activation, ()), epsilon, x, scale, bias)
+  batch, same = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
+  return jax.shard_map(functools.partial(_local, _kernel_ops(activation, axes), epsilon),
+                       in_specs=(batch, same, same), out_specs=(batch, same, same),
+                       axis_names=set(axes))(x, scale, bias)
+
+
+def _arguments(x, scale, bias, activation, dtype):
+  if activation not in ACTIVATIONS:
+    raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}')
+  return jnp.dtype(dtype or x.dtype), scale.astype(jnp.float32), bias.astype(jnp.float32)
+
+
+def portable_batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None,
+                        dtype=None):
+  """`batch_norm` in `jnp` code only: its path on GPUs and wherever the kernels are not built."""
+  dtype, scale, bias = _arguments(x, scale, bias, activation, dtype)
+  y, mean, var = _local(_jnp_ops(activation, dtype), epsilon, x, scale, bias)
+  return y, lax.stop_gradient(mean), lax.stop_gradient(var)
+
+
+def batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None, dtype=None):
+  """BatchNorm of `x` (features on its last axis) with its batch statistics, then `activation`
+  (None, 'relu' or 'relu6'). Returns (y, mean, var): y of `dtype` (default x's), the batch's
+  float32 mean and biased variance (no gradient flows through them)."""
+  dtype, scale, bias = _arguments(x, scale, bias, activation, dtype)
+  portable = functools.partial(portable_batch_norm, epsilon=epsilon, activation=activation,
+                               dtype=dtype)
+  if (_library() is None or dtype != x.dtype or x.dtype not in (jnp.float32, jnp.bfloat16)
+      or x.ndim < 2 or 0 in x.shape):
+    return portable(x, scale, bias)
+  y, mean, var = lax.platform_dependent(
+      x, scale, bias, cpu=functools.partial(_cpu, activation, epsilon), default=portable)
+  return y, lax.stop_gradient(mean), lax.stop_gradient(var)
