@@ -18,8 +18,9 @@ SHAPES = [(4, 7, 5, 6), (1, 3, 3, 8), (16, 3)]  # odd spatial sizes, batch 1, BN
 TORCH_ACTIVATION = {None: lambda y: y, 'relu': torch.relu, 'relu6': torch.nn.functional.relu6}
 
 
-def _torch_reference(x, dy, scale, bias, mean, var, eps, activation):
-  """y, dx, dscale, dbias and the running mean/var of torch's BatchNorm (momentum 0.1) + act."""
+def _torch_reference(x, dy, scale, bias, mean, var, eps, activation, residual=None):
+  """y, dx, dscale, dbias, the running mean/var of torch's BatchNorm (momentum 0.1) + act, and
+  with a residual act(BN(x) + residual), the residual's gradient."""
   features = x.shape[-1]
   bn = (torch.nn.BatchNorm2d if x.ndim == 4 else torch.nn.BatchNorm1d)(features, eps=eps)
   with torch.no_grad():
@@ -29,19 +30,29 @@ def _torch_reference(x, dy, scale, bias, mean, var, eps, activation):
   from_torch = (lambda t: t.permute(0, 2, 3, 1).numpy()) if x.ndim == 4 else (lambda t: t.numpy())
   tx = to_torch(x.astype(np.float64)).requires_grad_()
   bn = bn.double()
-  y = TORCH_ACTIVATION[activation](bn(tx))
+  if residual is None:
+    y = TORCH_ACTIVATION[activation](bn(tx))
+  else:
+    tr = to_torch(residual.astype(np.float64)).requires_grad_()
+    y = TORCH_ACTIVATION[activation](bn(tx) + tr)
   y.backward(to_torch(dy.astype(np.float64)))
+  extra = () if residual is None else (from_torch(tr.grad),)
   return (from_torch(y.detach()), from_torch(tx.grad), bn.weight.grad.numpy(),
-          bn.bias.grad.numpy(), bn.running_mean.numpy(), bn.running_var.numpy())
+          bn.bias.grad.numpy(), bn.running_mean.numpy(), bn.running_var.numpy(), *extra)
 
 
-@pytest.mark.parametrize('shape', SHAPES)
-@pytest.mark.parametrize('activation', kernels.ACTIVATIONS)
+# (shape, activation, residual): every activation on every shape; a residual (ResNet adds its
+# shortcut before a ReLU) on images.
+CASES = ([(shape, act, False) for shape in SHAPES for act in kernels.ACTIVATIONS]
+         + [(shape, 'relu', True) for shape in SHAPES if len(shape) == 4])
+
+
+@pytest.mark.parametrize('shape,activation,residual', CASES)
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('path', ['kernels', 'portable'])
-def test_training_step_equals_torch(shape, activation, dtype, path, monkeypatch):
+def test_training_step_equals_torch(shape, activation, residual, dtype, path, monkeypatch):
   """On this CPU `kernels.batch_norm` runs the C++ passes where they are built; the portable
-  `jnp` path is what GPUs run."""
+  `jnp` path is what GPUs run. With a residual: act(BN(x) + r), ResNet's block end."""
   if path == 'portable':
     monkeypatch.setattr(kernels, 'batch_norm', kernels.portable_batch_norm)
   rng = np.random.default_rng(sum(shape))
@@ -56,18 +67,23 @@ def test_training_step_equals_torch(shape, activation, dtype, path, monkeypatch)
   bn.scale[...], bn.bias[...] = jnp.asarray(scale), jnp.asarray(bias)
   bn.mean[...], bn.var[...] = jnp.asarray(mean), jnp.asarray(var)
 
-  def loss(bn, x):
-    y = bn(x.astype(dtype), use_running_average=False, activation=activation)
+  r = (np.asarray(jnp.asarray(rng.standard_normal(shape), dtype).astype(jnp.float32))
+       if residual else None)
+
+  def loss(bn, x, r):
+    y = bn(x.astype(dtype), use_running_average=False, activation=activation,
+           residual=None if r is None else r.astype(dtype))
     return jnp.sum(y.astype(jnp.float32) * dy), y
 
-  (_, y), (dbn, dx) = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(bn, jnp.asarray(x))
-  got = (y, dx, dbn.scale[...], dbn.bias[...], bn.mean[...], bn.var[...])
-  want = _torch_reference(x, dy, scale, bias, mean, var, eps, activation)
-  names = ('y', 'dx', 'dscale', 'dbias', 'running_mean', 'running_var')
+  (_, y), (dbn, dx, dr) = nnx.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+      bn, jnp.asarray(x), None if r is None else jnp.asarray(r))
+  got = (y, dx, dbn.scale[...], dbn.bias[...], bn.mean[...], bn.var[...], *([dr] * residual))
+  want = _torch_reference(x, dy, scale, bias, mean, var, eps, activation, r)
+  names = ('y', 'dx', 'dscale', 'dbias', 'running_mean', 'running_var', 'dresidual')
   tol = 1e-5 if dtype == jnp.float32 else 2e-2  # bf16 rounds y and dx to 8 bits
   for name, a, b in zip(names, got, want):
     b = b.astype(np.float32)
-    t = tol if name in ('y', 'dx') else 1e-5  # statistics and parameter gradients are float32
+    t = tol if name in ('y', 'dx', 'dresidual') else 1e-5  # statistics and parameter gradients are float32
     if name in ('dscale', 'dbias') and dtype == jnp.bfloat16:
       t = 2e-2  # sums of the bf16 y's rounding
     np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=t,

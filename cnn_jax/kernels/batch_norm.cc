@@ -4,9 +4,11 @@
 // sums are float32 over blocks of rows, added in double.
 //
 //   BnSums          x, shift          -> [sum(x - shift), sum((x - shift)^2)]       per channel
-//   BnNormalize     x, mean, a, b     -> y = act((x - mean) * a + b)
+//   BnNormalize     x, r, mean, a, b  -> y = act((x - mean) * a + b + r)     (r: residual)
 //   BnBackwardSums  g, y, x, mean     -> [sum(g'), sum(g' * (x - mean))]  g' = g where act passes
-//   BnBackwardData  g, y, x, mean, A, B, D -> dx = g' * A + (x - mean) * B + D
+//   BnBackwardData  g, y, x, mean, A, B, D -> dx = g' * A + (x - mean) * B + D, dr = g'
+//
+// An empty r (and dr) means no residual.
 //
 // act: 0 none, 1 ReLU (passes where y > 0), 2 ReLU6 (where 0 < y < 6), PyTorch's rules.
 // oneDNN's batch normalization is not used: its backward reduces over its own batch only, and
@@ -125,13 +127,15 @@ CNN_JAX_CLONES void SumsRows(const T* __restrict x, const float* __restrict shif
   CNN_JAX_CHANNEL_SUMS(Load(x, i + c) - shift[c], Load(x, i + c) - shift[c])
 }
 
-template <typename T, int Act>
-CNN_JAX_CLONES void NormalizeRows(const T* __restrict x, const float* __restrict mean,
-                                  const float* __restrict a, const float* __restrict b, int64_t C,
-                                  int64_t lo, int64_t hi, T* __restrict y) {
+template <typename T, int Act, bool Add>
+CNN_JAX_CLONES void NormalizeRows(const T* __restrict x, const T* __restrict r,
+                                  const float* __restrict mean, const float* __restrict a,
+                                  const float* __restrict b, int64_t C, int64_t lo, int64_t hi,
+                                  T* __restrict y) {
   for (int64_t i = lo * C; i < hi * C; i += C) {
     for (int64_t c = 0; c < C; ++c) {
-      Store(y, i + c, Activate<Act>((Load(x, i + c) - mean[c]) * a[c] + b[c]));
+      float v = (Load(x, i + c) - mean[c]) * a[c] + b[c];
+      Store(y, i + c, Activate<Act>(Add ? v + Load(r, i + c) : v));
     }
   }
 }
@@ -144,16 +148,17 @@ CNN_JAX_CLONES void BackwardSumsRows(const T* __restrict g, const T* __restrict 
   CNN_JAX_CHANNEL_SUMS(Passed<Act>(Load(g, i + c), Load(y, i + c)), Load(x, i + c) - mean[c])
 }
 
-template <typename T, int Act>
+template <typename T, int Act, bool Add>
 CNN_JAX_CLONES void BackwardDataRows(const T* __restrict g, const T* __restrict y,
                                      const T* __restrict x, const float* __restrict mean,
                                      const float* __restrict a, const float* __restrict b,
                                      const float* __restrict d, int64_t C, int64_t lo, int64_t hi,
-                                     T* __restrict dx) {
+                                     T* __restrict dx, T* __restrict dr) {
   for (int64_t i = lo * C; i < hi * C; i += C) {
     for (int64_t c = 0; c < C; ++c) {
       float passed = Passed<Act>(Load(g, i + c), Load(y, i + c));
       Store(dx, i + c, passed * a[c] + (Load(x, i + c) - mean[c]) * b[c] + d[c]);
+      if (Add) Store(dr, i + c, passed);
     }
   }
 }
@@ -176,46 +181,22 @@ void ChannelSums(Shape s, int threads, Rows rows, float* out) {
 }
 
 template <typename T>
-void Sums(const T* x, const float* shift, Shape s, int threads, float* out) {
-  ChannelSums(s, threads, [&](int64_t lo, int64_t hi, float* block, double* first) {
-    SumsRows(x, shift, s.channels, lo, hi, block, first);
-  }, out);
+const T* In(const ffi::AnyBuffer& buffer) {
+  return static_cast<const T*>(buffer.untyped_data());
 }
-
 template <typename T>
-void Normalize(const T* x, const float* mean, const float* a, const float* b, Shape s,
-               int64_t act, int threads, T* y) {
-  WithActivation(act, [&](auto kind) {
-    ForRows(s.rows, threads, [&](int64_t lo, int64_t hi, int) {
-      NormalizeRows<T, decltype(kind)::value>(x, mean, a, b, s.channels, lo, hi, y);
-    });
-  });
+T* Out(ffi::Result<ffi::AnyBuffer>& buffer) {
+  return static_cast<T*>(buffer->untyped_data());
 }
 
-template <typename T>
-void BackwardSums(const T* g, const T* y, const T* x, const float* mean, Shape s, int64_t act,
-                  int threads, float* out) {
-  WithActivation(act, [&](auto kind) {
-    ChannelSums(s, threads, [&](int64_t lo, int64_t hi, float* block, double* first) {
-      BackwardSumsRows<T, decltype(kind)::value>(g, y, x, mean, s.channels, lo, hi, block, first);
-    }, out);
-  });
-}
-
-template <typename T>
-void BackwardData(const T* g, const T* y, const T* x, const float* mean, const float* a,
-                  const float* b, const float* d, Shape s, int64_t act, int threads, T* dx) {
-  WithActivation(act, [&](auto kind) {
-    ForRows(s.rows, threads, [&](int64_t lo, int64_t hi, int) {
-      BackwardDataRows<T, decltype(kind)::value>(g, y, x, mean, a, b, d, s.channels, lo, hi, dx);
-    });
-  });
-}
-
-const float* F32(const ffi::AnyBuffer& b) { return static_cast<const float*>(b.untyped_data()); }
-
-ffi::Error CheckDtype(ffi::DataType type) {
-  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16) {
+// Calls f(T()) for the element type of an activation: float or Bf16.
+template <typename F>
+ffi::Error WithType(ffi::DataType type, F f) {
+  if (type == ffi::DataType::F32) {
+    f(float());
+  } else if (type == ffi::DataType::BF16) {
+    f(Bf16());
+  } else {
     return ffi::Error::InvalidArgument("batch_norm kernel: float32 or bfloat16 only");
   }
   return ffi::Error::Success();
@@ -223,67 +204,67 @@ ffi::Error CheckDtype(ffi::DataType type) {
 
 ffi::Error SumsImpl(ffi::AnyBuffer x, ffi::AnyBuffer shift, ffi::Result<ffi::AnyBuffer> out,
                     int64_t threads) {
-  if (auto e = CheckDtype(x.element_type()); e.failure()) return e;
   Shape s = RowsOf(x);
-  float* o = static_cast<float*>(out->untyped_data());
-  if (x.element_type() == ffi::DataType::F32) {
-    Sums(static_cast<const float*>(x.untyped_data()), F32(shift), s, threads, o);
-  } else {
-    Sums(static_cast<const Bf16*>(x.untyped_data()), F32(shift), s, threads, o);
-  }
-  return ffi::Error::Success();
+  return WithType(x.element_type(), [&](auto type) {
+    using T = decltype(type);
+    ChannelSums(s, threads, [&](int64_t lo, int64_t hi, float* block, double* first) {
+      SumsRows(In<T>(x), In<float>(shift), s.channels, lo, hi, block, first);
+    }, Out<float>(out));
+  });
 }
 
-ffi::Error NormalizeImpl(ffi::AnyBuffer x, ffi::AnyBuffer mean, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                         ffi::Result<ffi::AnyBuffer> y, int64_t activation, int64_t threads) {
-  if (auto e = CheckDtype(x.element_type()); e.failure()) return e;
+// r: the residual added before the activation, or an empty array for none.
+ffi::Error NormalizeImpl(ffi::AnyBuffer x, ffi::AnyBuffer r, ffi::AnyBuffer mean, ffi::AnyBuffer a,
+                         ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y, int64_t activation,
+                         int64_t threads) {
   Shape s = RowsOf(x);
-  if (x.element_type() == ffi::DataType::F32) {
-    Normalize(static_cast<const float*>(x.untyped_data()), F32(mean), F32(a), F32(b), s,
-              activation, threads, static_cast<float*>(y->untyped_data()));
-  } else {
-    Normalize(static_cast<const Bf16*>(x.untyped_data()), F32(mean), F32(a), F32(b), s,
-              activation, threads, static_cast<Bf16*>(y->untyped_data()));
-  }
-  return ffi::Error::Success();
+  bool add = r.element_count() > 0;
+  return WithType(x.element_type(), [&](auto type) {
+    using T = decltype(type);
+    WithActivation(activation, [&](auto kind) {
+      constexpr int Act = decltype(kind)::value;
+      ForRows(s.rows, threads, [&](int64_t lo, int64_t hi, int) {
+        auto rows = add ? NormalizeRows<T, Act, true> : NormalizeRows<T, Act, false>;
+        rows(In<T>(x), In<T>(r), In<float>(mean), In<float>(a), In<float>(b), s.channels, lo, hi,
+             Out<T>(y));
+      });
+    });
+  });
 }
 
 ffi::Error BackwardSumsImpl(ffi::AnyBuffer g, ffi::AnyBuffer y, ffi::AnyBuffer x,
                             ffi::AnyBuffer mean, ffi::Result<ffi::AnyBuffer> out,
                             int64_t activation, int64_t threads) {
-  if (auto e = CheckDtype(x.element_type()); e.failure()) return e;
   Shape s = RowsOf(x);
-  float* o = static_cast<float*>(out->untyped_data());
-  if (x.element_type() == ffi::DataType::F32) {
-    BackwardSums(static_cast<const float*>(g.untyped_data()),
-                 static_cast<const float*>(y.untyped_data()),
-                 static_cast<const float*>(x.untyped_data()), F32(mean), s, activation, threads, o);
-  } else {
-    BackwardSums(static_cast<const Bf16*>(g.untyped_data()),
-                 static_cast<const Bf16*>(y.untyped_data()),
-                 static_cast<const Bf16*>(x.untyped_data()), F32(mean), s, activation, threads, o);
-  }
-  return ffi::Error::Success();
+  return WithType(x.element_type(), [&](auto type) {
+    using T = decltype(type);
+    WithActivation(activation, [&](auto kind) {
+      ChannelSums(s, threads, [&](int64_t lo, int64_t hi, float* block, double* first) {
+        BackwardSumsRows<T, decltype(kind)::value>(In<T>(g), In<T>(y), In<T>(x), In<float>(mean),
+                                                   s.channels, lo, hi, block, first);
+      }, Out<float>(out));
+    });
+  });
 }
 
+// dr: the residual's gradient (g where the activation passes), or an empty array for none.
 ffi::Error BackwardDataImpl(ffi::AnyBuffer g, ffi::AnyBuffer y, ffi::AnyBuffer x,
                             ffi::AnyBuffer mean, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                            ffi::AnyBuffer d, ffi::Result<ffi::AnyBuffer> dx, int64_t activation,
-                            int64_t threads) {
-  if (auto e = CheckDtype(x.element_type()); e.failure()) return e;
+                            ffi::AnyBuffer d, ffi::Result<ffi::AnyBuffer> dx,
+                            ffi::Result<ffi::AnyBuffer> dr, int64_t activation, int64_t threads) {
   Shape s = RowsOf(x);
-  if (x.element_type() == ffi::DataType::F32) {
-    BackwardData(static_cast<const float*>(g.untyped_data()),
-                 static_cast<const float*>(y.untyped_data()),
-                 static_cast<const float*>(x.untyped_data()), F32(mean), F32(a), F32(b), F32(d),
-                 s, activation, threads, static_cast<float*>(dx->untyped_data()));
-  } else {
-    BackwardData(static_cast<const Bf16*>(g.untyped_data()),
-                 static_cast<const Bf16*>(y.untyped_data()),
-                 static_cast<const Bf16*>(x.untyped_data()), F32(mean), F32(a), F32(b), F32(d),
-                 s, activation, threads, static_cast<Bf16*>(dx->untyped_data()));
-  }
-  return ffi::Error::Success();
+  bool add = dr->element_count() > 0;
+  return WithType(x.element_type(), [&](auto type) {
+    using T = decltype(type);
+    WithActivation(activation, [&](auto kind) {
+      constexpr int Act = decltype(kind)::value;
+      ForRows(s.rows, threads, [&](int64_t lo, int64_t hi, int) {
+        auto rows = add ? BackwardDataRows<T, Act, true> : BackwardDataRows<T, Act, false>;
+        rows(In<T>(g), In<T>(y), In<T>(x), In<float>(mean), In<float>(a), In<float>(b),
+             In<float>(d), s.channels, lo, hi, Out<T>(dx), Out<T>(dr));
+      });
+    });
+  });
 }
 
 }  // namespace
@@ -295,8 +276,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     BnNormalize, NormalizeImpl,
     ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
-        .Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Attr<int64_t>("activation")
-        .Attr<int64_t>("threads"));
+        .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+        .Attr<int64_t>("activation").Attr<int64_t>("threads"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     BnBackwardSums, BackwardSumsImpl,
     ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
@@ -306,4 +287,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     BnBackwardData, BackwardDataImpl,
     ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
-        .Ret<ffi::AnyBuffer>().Attr<int64_t>("activation").Attr<int64_t>("threads"));
+        .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Attr<int64_t>("activation")
+        .Attr<int64_t>("threads"));

@@ -59,10 +59,12 @@ def _passes(g, y, activation):
 class _Ops(NamedTuple):
   """The four passes and the axes their sums are added over (module doc), on `jnp` arrays."""
   sums: callable           # (x, shift) -> [sum(x - shift), sum((x - shift)^2)]
-  normalize: callable      # (x, mean, a, b) -> act((x - mean) * a + b) in dtype
+  normalize: callable      # (x, r, mean, a, b) -> act((x - mean) * a + b [+ r]) in dtype
   backward_sums: callable  # (g, y, x, mean) -> [sum(g'), sum(g' * (x - mean))]
-  backward_data: callable  # (g, y, x, mean, A, B, D) -> g' * A + (x - mean) * B + D
+  backward_data: callable  # (g, y, x, mean, A, B, D, r) -> (g' * A + (x - mean) * B + D,
+                           #                                g' if r is not None else None)
   axes: tuple[str, ...]    # mesh axes the batch is split over (sums are psum'ed over them)
+  residual: bool = False   # whether a residual is added before the activation
 
 
 def _jnp_ops(activation, dtype) -> _Ops:
@@ -73,16 +75,18 @@ def _jnp_ops(activation, dtype) -> _Ops:
     centred = rows(x) - shift
     return jnp.stack([jnp.sum(centred, 0), jnp.sum(jnp.square(centred), 0)])
 
-  def normalize(x, mean, a, b):
-    return activate((x.astype(jnp.float32) - mean) * a + b, activation).astype(dtype)
+  def normalize(x, r, mean, a, b):
+    y = (x.astype(jnp.float32) - mean) * a + b
+    return activate(y if r is None else y + r.astype(jnp.float32), activation).astype(dtype)
 
   def backward_sums(g, y, x, mean):
     g = _passes(rows(g), rows(y), activation)
     return jnp.stack([jnp.sum(g, 0), jnp.sum(g * (rows(x) - mean), 0)])
 
-  def backward_data(g, y, x, mean, a, b, d):
+  def backward_data(g, y, x, mean, a, b, d, r):
     g = _passes(g.astype(jnp.float32), y, activation)
-    return (g * a + (x.astype(jnp.float32) - mean) * b + d).astype(x.dtype)
+    dx = (g * a + (x.astype(jnp.float32) - mean) * b + d).astype(x.dtype)
+    return dx, None if r is None else g.astype(r.dtype)
 
   return _Ops(sums, normalize, backward_sums, backward_data, ())
 
@@ -108,7 +112,8 @@ def _kernel_ops(activation, axes) -> _Ops:
   def call(kind, out, *args, **attrs):
     result = jax.ffi.ffi_call(f'cnn_jax_batch_norm_{kind}', out, vmap_method='sequential')(
         *args, threads=threads, **attrs)
-    return conv.vary(result, conv.varying(args[0]))  # ffi_call's result is typed invariant
+    # ffi_call's result is typed invariant in shard_map
+    return jax.tree.map(lambda r: conv.vary(r, conv.varying(args[0])), result)
 
   def stats(x):
     return jax.ShapeDtypeStruct((2, x.shape[-1]), jnp.float32)
@@ -116,12 +121,20 @@ def _kernel_ops(activation, axes) -> _Ops:
   def like(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
+  def normalize(x, r, mean, a, b):
+    r = jnp.zeros((0,), x.dtype) if r is None else r.astype(x.dtype)  # empty: no residual
+    return call('normalize', like(x), x, r, mean, a, b, activation=code)
+
+  def backward_data(g, y, x, mean, a, b, d, r):
+    dr = like(x) if r is not None else jax.ShapeDtypeStruct((0,), x.dtype)
+    dx, dr = call('backward_data', (like(x), dr), g, y, x, mean, a, b, d, activation=code)
+    return dx, None if r is None else dr.astype(r.dtype)
+
   return _Ops(
       lambda x, shift: call('sums', stats(x), x, shift),
-      lambda x, mean, a, b: call('normalize', like(x), x, mean, a, b, activation=code),
+      normalize,
       lambda g, y, x, mean: call('backward_sums', stats(x), g, y, x, mean, activation=code),
-      lambda g, y, x, mean, a, b, d: call('backward_data', like(x), g, y, x, mean, a, b, d,
-                                          activation=code),
+      backward_data,
       axes)
 
 
@@ -133,12 +146,12 @@ def _count(x, ops):
   return x.size // x.shape[-1] * math.prod(lax.axis_size(a) for a in ops.axes)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
-def _batch_norm(ops, x, scale, bias, epsilon):
-  return _forward(ops, x, scale, bias, epsilon)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
+def _batch_norm(ops, x, scale, bias, residual, epsilon):
+  return _forward(ops, x, scale, bias, residual, epsilon)[0]
 
 
-def _forward(ops, x, scale, bias, epsilon):
+def _forward(ops, x, scale, bias, residual, epsilon):
   shift = jnp.mean(x[0].astype(jnp.float32).reshape(-1, x.shape[-1]), axis=0)
   if ops.axes:
     shift = lax.pmean(shift, ops.axes)  # one shift for every device's share
@@ -146,68 +159,84 @@ def _forward(ops, x, scale, bias, epsilon):
   var = jnp.maximum(sums[1] - jnp.square(sums[0]), 0.0)
   mean = shift + sums[0]
   inv = lax.rsqrt(var + epsilon)
-  y = ops.normalize(x, mean, scale * inv, bias)
+  y = ops.normalize(x, residual, mean, scale * inv, bias)
   return (y, mean, var), (x, y, mean, inv, scale)
 
 
 def _backward(ops, epsilon, residuals, cotangents):
   del epsilon
   x, y, mean, inv, scale = residuals
-  g = cotangents[0].astype(x.dtype)
+  g = cotangents[0].astype(y.dtype)
   local = ops.backward_sums(g, y, x, mean)  # this device's [sum(g'), sum(g' * (x - mean))]
   total = _total(local, ops) / _count(x, ops)
   a = scale * inv
-  dx = ops.backward_data(g, y, x, mean, a, -a * jnp.square(inv) * total[1], -a * total[0])
+  dx, dr = ops.backward_data(g, y, x, mean, a, -a * jnp.square(inv) * total[1], -a * total[0],
+                             y if ops.residual else None)
   # This device's share of d scale and d bias: shard_map sums them over the devices.
-  return dx, local[1] * inv, local[0]
+  return dx, local[1] * inv, local[0], dr
 
 
 _batch_norm.defvjp(_forward, _backward)
 
 
-def _local(ops, epsilon, x, scale, bias):
-  """`_batch_norm` of this device's arrays, all typed alike inside shard_map."""
-  axes = conv.varying(x) | conv.varying(scale) | conv.varying(bias)
-  x, scale, bias = (conv.vary(v, axes) for v in (x, scale, bias))
-  y, mean, var = _batch_norm(ops, x, scale, bias, epsilon)
-  return y, mean, var
+def _local(ops, epsilon, x, scale, bias, *residual):
+  """`_batch_norm` of this device's arrays (and the optional residual), all typed alike inside
+  shard_map."""
+  arrays = (x, scale, bias, *residual)
+  axes = frozenset().union(*(conv.varying(v) for v in arrays))
+  x, scale, bias, *residual = (conv.vary(v, axes) for v in arrays)
+  ops = ops._replace(residual=bool(residual))
+  return _batch_norm(ops, x, scale, bias, residual[0] if residual else None, epsilon)
 
 
-def _cpu(activation, epsilon, x, scale, bias):
+def _cpu(activation, epsilon, x, scale, bias, *residual):
   """The kernel path; under a mesh each device normalises its share of the batch."""
   axes = conv.batch_axes(x.shape[0])
   if not axes:
-    return _local(_kernel_ops(activation, ()), epsilon, x, scale, bias)
+    return _local(_kernel_ops(activation, ()), epsilon, x, scale, bias, *residual)
   batch, same = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
   return jax.shard_map(functools.partial(_local, _kernel_ops(activation, axes), epsilon),
-                       in_specs=(batch, same, same), out_specs=(batch, same, same),
-                       axis_names=set(axes))(x, scale, bias)
+                       in_specs=(batch, same, same, *[batch] * len(residual)),
+                       out_specs=(batch, same, same),
+                       axis_names=set(axes))(x, scale, bias, *residual)
 
 
-def _arguments(x, scale, bias, activation, dtype):
+def _arguments(x, scale, bias, residual, activation, dtype):
+  """dtype, the float32 scale and bias, and () or (the residual in dtype,)."""
   if activation not in ACTIVATIONS:
     raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}')
-  return jnp.dtype(dtype or x.dtype), scale.astype(jnp.float32), bias.astype(jnp.float32)
+  dtype = jnp.dtype(dtype or x.dtype)
+  if residual is not None and residual.shape != x.shape:
+    raise ValueError(f'residual of shape {residual.shape} does not match x of shape {x.shape}')
+  return (dtype, scale.astype(jnp.float32), bias.astype(jnp.float32),
+          () if residual is None else (residual.astype(dtype),))
 
 
 def portable_batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None,
-                        dtype=None):
+                        residual=None, dtype=None):
   """`batch_norm` in `jnp` code only: its path on GPUs and wherever the kernels are not built."""
-  dtype, scale, bias = _arguments(x, scale, bias, activation, dtype)
-  y, mean, var = _local(_jnp_ops(activation, dtype), epsilon, x, scale, bias)
+  dtype, scale, bias, residual = _arguments(x, scale, bias, residual, activation, dtype)
+  y, mean, var = _portable(activation, epsilon, dtype, x, scale, bias, *residual)
   return y, lax.stop_gradient(mean), lax.stop_gradient(var)
 
 
-def batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None, dtype=None):
-  """BatchNorm of `x` (features on its last axis) with its batch statistics, then `activation`
-  (None, 'relu' or 'relu6'). Returns (y, mean, var): y of `dtype` (default x's), the batch's
-  float32 mean and biased variance (no gradient flows through them)."""
-  dtype, scale, bias = _arguments(x, scale, bias, activation, dtype)
-  portable = functools.partial(portable_batch_norm, epsilon=epsilon, activation=activation,
-                               dtype=dtype)
+def batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None, residual=None,
+               dtype=None):
+  """BatchNorm of `x` (features on its last axis) with its batch statistics, plus `residual` (an
+  array like x, or None), then `activation` (None, 'relu' or 'relu6'). Returns (y, mean, var): y
+  of `dtype` (default x's), the batch's float32 mean and biased variance (no gradient flows
+  through them)."""
+  dtype, scale, bias, residual = _arguments(x, scale, bias, residual, activation, dtype)
+  portable = functools.partial(_portable, activation, epsilon, dtype)
   if (_library() is None or dtype != x.dtype or x.dtype not in (jnp.float32, jnp.bfloat16)
       or x.ndim < 2 or 0 in x.shape):
-    return portable(x, scale, bias)
-  y, mean, var = lax.platform_dependent(
-      x, scale, bias, cpu=functools.partial(_cpu, activation, epsilon), default=portable)
+    y, mean, var = portable(x, scale, bias, *residual)
+  else:
+    y, mean, var = lax.platform_dependent(
+        x, scale, bias, *residual, cpu=functools.partial(_cpu, activation, epsilon),
+        default=portable)
   return y, lax.stop_gradient(mean), lax.stop_gradient(var)
+
+
+def _portable(activation, epsilon, dtype, x, scale, bias, *residual):
+  return _local(_jnp_ops(activation, dtype), epsilon, x, scale, bias, *residual)

@@ -167,14 +167,16 @@ class ConvBN(nnx.Module):
 class BatchNorm(nnx.BatchNorm):
   """`nnx.BatchNorm` (the same variables) with PyTorch's statistics and a fused activation.
 
-  `bn(x, use_running_average=..., activation=None | 'relu' | 'relu6')`. In training the batch is
+  `bn(x, use_running_average=..., activation=None | 'relu' | 'relu6', residual=None)`: the
+  activation of BN(x) + residual (ResNet's shortcut, added before its ReLU). In training the batch is
   normalised by `cnn_jax.kernels.batch_norm` (float32 statistics, normalisation and activation in
   one pass, a two-pass backward) and the running variance is updated with the unbiased batch
   variance, n / (n - 1) times the biased one, as in Ioffe & Szegedy 2015 (Algorithm 2, step 10)
   and `torch.nn.BatchNorm2d`. Normalisation is float32 in every mode; the output has `dtype`.
   """
 
-  def __call__(self, x, use_running_average: bool | None = None, *, activation: str | None = None):
+  def __call__(self, x, use_running_average: bool | None = None, *, activation: str | None = None,
+               residual=None):
     if use_running_average is None:
       use_running_average = self.use_running_average
     if use_running_average is None:
@@ -187,9 +189,11 @@ class BatchNorm(nnx.BatchNorm):
     if use_running_average:
       mul = jax.lax.rsqrt(self.var[...] + self.epsilon) * scale
       y = (x.astype(jnp.float32) - self.mean[...]) * mul + bias
+      if residual is not None:
+        y = y + residual.astype(dtype).astype(jnp.float32)
       return kernels.activate(y, activation).astype(dtype)
-    y, mean, var = kernels.batch_norm(x, scale, bias, epsilon=self.epsilon,
-                                      activation=activation, dtype=dtype)
+    y, mean, var = kernels.batch_norm(x, scale, bias, epsilon=self.epsilon, activation=activation,
+                                      residual=residual, dtype=dtype)
     count = x.size // x.shape[-1]
     self.mean[...] = self.momentum * self.mean[...] + (1 - self.momentum) * mean
     self.var[...] = (self.momentum * self.var[...]

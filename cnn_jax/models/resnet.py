@@ -51,9 +51,8 @@ class BasicBlock(nnx.Module):
   def __call__(self, x, *, train: bool = False):
     ura = not train
     y = self.bn1(self.conv1(x), use_running_average=ura, activation='relu')
-    y = self.bn2(self.conv2(y), use_running_average=ura)
     shortcut = x if self.downsample is None else self.downsample(x, train=train)
-    return nnx.relu(y + shortcut)
+    return self.bn2(self.conv2(y), use_running_average=ura, activation='relu', residual=shortcut)
 
 
 class Bottleneck(nnx.Module):
@@ -77,9 +76,8 @@ class Bottleneck(nnx.Module):
     ura = not train
     y = self.bn1(self.conv1(x), use_running_average=ura, activation='relu')
     y = self.bn2(self.conv2(y), use_running_average=ura, activation='relu')
-    y = self.bn3(self.conv3(y), use_running_average=ura)
     shortcut = x if self.downsample is None else self.downsample(x, train=train)
-    return nnx.relu(y + shortcut)
+    return self.bn3(self.conv3(y), use_running_average=ura, activation='relu', residual=shortcut)
 
 
 def _shortcut(cin, cout, stride, *, dtype, rngs):
