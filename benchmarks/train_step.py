@@ -8,7 +8,8 @@ momentum + weight decay, synthetic data, one device: the first GPU, or the CPU),
 bfloat16 compute; then the same for an eager PyTorch step of torchvision's model (alexnet2012: the
 same layers in torch.nn, torchvision has none), channels-last, SGD, cross-entropy (plus 0.3 x the
 auxiliary heads' loss where both have them), bf16 through autocast (AMP) on CPU or GPU; and the
-ratio jax / torch images/s. Each step time is the median of `steps` timed steps after a warm-up.
+ratio jax / torch images/s. Each step time is the median of `steps` timed steps after a warm-up,
+jax's and torch's steps taken in turn (the same load on the machine for both).
 Then the conv block of `benchmarks/conv_block.py` (GFLOP/s of XLA's convolution, the oneDNN kernel
 and PyTorch's). Prints Markdown tables. The same command runs on a GPU machine.
 """
@@ -49,15 +50,19 @@ TORCHVISION = {
 AUX_LOSS_WEIGHT = 0.3
 
 
-def median_step(step, steps: int) -> float:
-  """Median seconds of `steps` calls of `step` (which blocks until done), after one warm-up."""
-  step()
-  times = []
+def median_steps(*runs, steps: int) -> list[float]:
+  """Median seconds per call of each of `runs` (callables that block until done): one warm-up
+  call each, then `steps` rounds that call each once in turn, so that every run sees the same
+  machine (other load on shared cores moves both, not one)."""
+  for run in runs:
+    run()
+  times = [[] for _ in runs]
   for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    for run, samples in zip(runs, times):
+      t0 = time.perf_counter()
+      run()
+      samples.append(time.perf_counter() - t0)
+  return [statistics.median(samples) for samples in times]
 
 
 def jax_step(name: str, size: int, batch: int, bf16: bool):
@@ -91,13 +96,6 @@ def jax_step(name: str, size: int, batch: int, bf16: bool):
     jax.block_until_ready(carry)
 
   return run, compile_s, compiled
-
-
-def time_jax(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float]:
-  """Compile and run the trainer's train step; returns compile_s, step_s, images_per_s."""
-  run, compile_s, _ = jax_step(name, size, batch, bf16)
-  step_s = median_step(run, steps)
-  return {'compile_s': compile_s, 'step_s': step_s, 'images_per_s': batch / step_s}
 
 
 def torch_alexnet2012(torch, num_classes: int = 1000):
@@ -155,15 +153,6 @@ def torch_step(name: str, size: int, batch: int, bf16: bool):
   return step
 
 
-def time_torch(name: str, size: int, batch: int, steps: int, bf16: bool) -> dict[str, float] | None:
-  """`torch_step`'s step_s and images_per_s, or None."""
-  step = torch_step(name, size, batch, bf16)
-  if step is None:
-    return None
-  step_s = median_step(step, steps)
-  return {'step_s': step_s, 'images_per_s': batch / step_s}
-
-
 def device_name() -> str:
   device = jax.devices()[0]
   if device.platform != 'cpu':
@@ -184,12 +173,12 @@ def main(argv):
     size = models.get_info(name).input_size
     for precision in _PRECISIONS.value:
       bf16 = precision == 'bf16'
-      r = time_jax(name, size, batch, steps, bf16)
-      t = time_torch(name, size, batch, steps, bf16) if _TORCH.value else None
-      torch_cols = (f"{t['images_per_s']:.1f} | {r['images_per_s'] / t['images_per_s']:.2f}"
-                    if t else '- | -')
-      print(f"| {name} | {size} | {precision} | {r['compile_s']:.1f} | {r['step_s']:.3f} | "
-            f"{r['images_per_s']:.1f} | {torch_cols} |", flush=True)
+      run, compile_s, _ = jax_step(name, size, batch, bf16)
+      torch_run = torch_step(name, size, batch, bf16) if _TORCH.value else None
+      jax_s, *torch_s = median_steps(run, *[torch_run] * (torch_run is not None), steps=steps)
+      torch_cols = f'{batch / torch_s[0]:.1f} | {torch_s[0] / jax_s:.2f}' if torch_s else '- | -'
+      print(f'| {name} | {size} | {precision} | {compile_s:.1f} | {jax_s:.3f} | '
+            f'{batch / jax_s:.1f} | {torch_cols} |', flush=True)
   if _CONV_BLOCK.value:
     print('\nConv block (benchmarks/conv_block.py defaults: 4 x conv3x3, 16x56x56x64, forward + '
           'backward):\n')

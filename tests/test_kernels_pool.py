@@ -1,5 +1,6 @@
 """oneDNN max pooling (cnn_jax.kernels.max_pool): values and gradients against XLA's reduce_window
-max and its gradient (select-and-scatter), and the gradient's tie rule against PyTorch's.
+max and its gradient (select-and-scatter), and the gradient's tie rule against PyTorch's; oneDNN
+average pooling (cnn_jax.kernels.avg_pool) against torch's avg_pool2d.
 
 The shapes are the models' poolings: 3x3 stride 2 (ResNet, AlexNet), 2x2 stride 2 (VGG), 3x3
 stride 1 'SAME' (GoogLeNet's branch pool), ceil-mode windows that overhang the input (asymmetric
@@ -208,3 +209,47 @@ def test_forced_host_devices_split_the_batch(run_on_host_devices):
       print('OK')
   ''')
   run_on_host_devices(script)
+
+
+# Average pooling: (input NHWC, window, strides, padding) of the models' non-ceil average pools —
+# Inception's 3x3 stride 1 pad 1 branch pool, DenseNet's 2x2 stride 2 transition, GoogLeNet's aux
+# 5x5 stride 3 — and odd sizes, batch 1.
+AVG_CASES = {
+    '3x3_stride1_pad1': ((2, 17, 17, 24), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    '2x2_stride2': ((2, 12, 12, 16), (2, 2), (2, 2), ((0, 0), (0, 0))),
+    '5x5_stride3': ((2, 14, 14, 8), (5, 5), (3, 3), ((0, 0), (0, 0))),
+    'odd_batch1': ((1, 9, 7, 5), (3, 3), (2, 2), ((1, 1), (1, 1))),
+}
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('case', AVG_CASES)
+def test_avg_pool_equals_torch(case, dtype):
+  """Values and input gradients of kernels.avg_pool (oneDNN's on this CPU) against
+  torch.nn.functional.avg_pool2d (count_include_pad=True) run here in float64."""
+  torch = pytest.importorskip('torch')
+  shape, window, strides, padding = AVG_CASES[case]
+  rng = np.random.default_rng(0)
+  x = np.asarray(jnp.asarray(rng.standard_normal(shape), dtype).astype(jnp.float32))
+  dy_shape = jax.eval_shape(lambda x: kernels.avg_pool(x, window, strides, padding), x).shape
+  dy = rng.standard_normal(dy_shape).astype(np.float32)
+  y, vjp = jax.vjp(lambda x: kernels.avg_pool(x, window, strides, padding), jnp.asarray(x, dtype))
+  (dx,) = vjp(jnp.asarray(dy, dtype))
+  tx = torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2).requires_grad_()
+  ty = torch.nn.functional.avg_pool2d(tx, window, strides, padding=[p[0] for p in padding],
+                                      count_include_pad=True)
+  ty.backward(torch.from_numpy(dy.astype(np.float64)).permute(0, 3, 1, 2))
+  tol = 1e-6 if dtype == 'float32' else 1e-2  # bf16: one rounding of the output
+  for got, want in ((y, ty.detach()), (dx, tx.grad)):
+    np.testing.assert_allclose(np.asarray(got, np.float32), want.permute(0, 2, 3, 1).numpy(),
+                               rtol=tol, atol=tol)
+
+
+def test_avg_pool_lowering_is_onednn_on_cpu_and_xla_for_gpu():
+  x = jnp.ones((2, 8, 8, 4))
+  pool = lambda x: kernels.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+  f = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(pool(x)))))
+  cpu = f.lower(x).as_text()
+  assert 'cnn_jax_onednn_avg_pool_forward' in cpu and 'cnn_jax_onednn_avg_pool_backward' in cpu
+  cuda = jax.export.export(f, platforms=['cuda'])(x).mlir_module()
+  assert 'cnn_jax_onednn' not in cuda and 'reduce_window' in cuda

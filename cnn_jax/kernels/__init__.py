@@ -6,7 +6,8 @@ from cnn_jax.kernels.normalization import (ACTIVATIONS, activate, batch_norm,
 from cnn_jax.kernels.dense import dot_general as dense_dot_general
 from cnn_jax.kernels.conv import (batch_axes, conv_general_dilated, supports, threads,
                                   unavailable_reason)
-from cnn_jax.kernels.pool import max_pool
+from cnn_jax.kernels.pool import avg_pool, max_pool
 
-__all__ = ['ACTIVATIONS', 'activate', 'batch_axes', 'batch_norm', 'conv_general_dilated',
-           'dense_dot_general', 'max_pool', 'portable_batch_norm', 'supports', 'threads', 'unavailable_reason']
+__all__ = ['ACTIVATIONS', 'activate', 'avg_pool', 'batch_axes', 'batch_norm',
+           'conv_general_dilated', 'dense_dot_general', 'max_pool', 'portable_batch_norm',
+           'supports', 'threads', 'unavailable_reason']

@@ -1,4 +1,6 @@
-// 2-D max pooling through oneDNN as XLA FFI custom calls (CPU): the forward pass, which also
+// 2-D average pooling (the window's sum over its size, padded cells counted as zeros: PyTorch's
+// count_include_pad) and max pooling through oneDNN as XLA FFI custom calls (CPU). Max pooling:
+// the forward pass, which also
 // writes oneDNN's workspace (each output's argmax within its window), and the backward pass, which
 // routes each output's gradient to that argmax. NHWC, float32 or bfloat16, any window and stride,
 // asymmetric padding (padded cells never win).
@@ -43,6 +45,7 @@ struct Geometry {
   ffi::Span<const int64_t> src, dst;
   memory::data_type type;
   memory::dims window, strides, pad_lo, pad_hi;
+  dnnl::algorithm algo = dnnl::algorithm::pooling_max;
 };
 
 struct Entry {
@@ -56,7 +59,7 @@ std::unique_ptr<Entry> Build(Kind kind, const Geometry& g) {
   const auto attr = UserScratchpad();
   const auto src = Activation(g.src, g.type), dst = Activation(g.dst, g.type);
   const memory::dims dilation{0, 0};
-  const auto algo = dnnl::algorithm::pooling_max;
+  const auto algo = g.algo;
   dnnl::pooling_forward::primitive_desc fwd(engine, dnnl::prop_kind::forward_training, algo, src,
                                             dst, g.strides, g.window, dilation, g.pad_lo,
                                             g.pad_hi, attr);
@@ -76,7 +79,8 @@ std::unique_ptr<Entry> Build(Kind kind, const Geometry& g) {
 
 std::string Key(Kind kind, const Geometry& g, int64_t threads) {
   std::ostringstream key;
-  key << static_cast<int>(kind) << ':' << static_cast<int>(g.type) << ':' << threads;
+  key << static_cast<int>(kind) << ':' << static_cast<int>(g.type) << ':' << threads << ':'
+      << static_cast<int>(g.algo);
   for (auto span : {g.src, g.dst})
     for (int64_t d : span) key << ',' << d;
   for (const auto* dims : {&g.window, &g.strides, &g.pad_lo, &g.pad_hi})
@@ -172,12 +176,14 @@ void MatchXla(const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst, const Geomet
     XlaMax(static_cast<const T*>(src.untyped_data()), static_cast<T*>(dst.untyped_data()), g);
 }
 
-// kForward: (src) -> (dst, workspace); kBackward: (diff_dst, workspace) -> diff_src.
+// kForward: (src) -> (dst, workspace); kBackward: (diff_dst, workspace) -> diff_src. Average
+// pooling (`workspace` null) has none.
 ffi::Error Run(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst,
-               const ffi::AnyBuffer& workspace, ffi::Span<const int64_t> window,
+               const ffi::AnyBuffer* workspace, ffi::Span<const int64_t> window,
                ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_lo,
                ffi::Span<const int64_t> padding_hi, int64_t threads) {
   Geometry g{src.dimensions(), dst.dimensions()};
+  if (workspace == nullptr) g.algo = dnnl::algorithm::pooling_avg_include_padding;
   memory::data_type dst_type;
   if (!ToDnnl(src.element_type(), &g.type) || !ToDnnl(dst.element_type(), &dst_type) ||
       dst_type != g.type)
@@ -192,9 +198,10 @@ ffi::Error Run(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst,
   try {
     omp_set_num_threads(static_cast<int>(threads));  // this thread's team, before Build
     const Entry& e = Lookup(kind, g, threads);
-    if (workspace.size_bytes() != e.workspace.get_size())
+    const size_t workspace_bytes = workspace ? workspace->size_bytes() : 0;
+    if (workspace_bytes != e.workspace.get_size())
       return ffi::Error::InvalidArgument("onednn_pool: workspace of " +
-                                         std::to_string(workspace.size_bytes()) +
+                                         std::to_string(workspace_bytes) +
                                          " bytes, oneDNN's takes " +
                                          std::to_string(e.workspace.get_size()));
     auto& engine = Engine();
@@ -204,18 +211,22 @@ ffi::Error Run(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst,
                     memory::format_tag::a}, engine, Workspace(e.scratch_bytes + 4096));
     memory src_m(Activation(g.src, g.type), engine, src.untyped_data());
     memory dst_m(Activation(g.dst, g.type), engine, dst.untyped_data());
-    memory ws_m(e.workspace, engine, workspace.untyped_data());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SCRATCHPAD, scratch}};
+    if (workspace)
+      args.emplace(DNNL_ARG_WORKSPACE, memory(e.workspace, engine, workspace->untyped_data()));
     if (kind == Kind::kForward) {
-      e.pool.execute(stream, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_DST, dst_m},
-                              {DNNL_ARG_WORKSPACE, ws_m}, {DNNL_ARG_SCRATCHPAD, scratch}});
+      args.emplace(DNNL_ARG_SRC, src_m);
+      args.emplace(DNNL_ARG_DST, dst_m);
+      e.pool.execute(stream, args);
       stream.wait();
-      if (g.type == memory::data_type::f32)
+      if (workspace && g.type == memory::data_type::f32)
         MatchXla<float, uint32_t>(src, dst, g);
-      else
+      else if (workspace)
         MatchXla<uint16_t, uint16_t>(src, dst, g);
     } else {
-      e.pool.execute(stream, {{DNNL_ARG_DIFF_DST, dst_m}, {DNNL_ARG_DIFF_SRC, src_m},
-                              {DNNL_ARG_WORKSPACE, ws_m}, {DNNL_ARG_SCRATCHPAD, scratch}});
+      args.emplace(DNNL_ARG_DIFF_DST, dst_m);
+      args.emplace(DNNL_ARG_DIFF_SRC, src_m);
+      e.pool.execute(stream, args);
     }
     stream.wait();
   } catch (const dnnl::error& error) {
@@ -228,7 +239,7 @@ ffi::Error Forward(ffi::AnyBuffer src, ffi::Result<ffi::AnyBuffer> dst,
                    ffi::Result<ffi::AnyBuffer> workspace, ffi::Span<const int64_t> window,
                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_lo,
                    ffi::Span<const int64_t> padding_hi, int64_t threads) {
-  return Run(Kind::kForward, src, *dst, *workspace, window, strides, padding_lo, padding_hi,
+  return Run(Kind::kForward, src, *dst, &*workspace, window, strides, padding_lo, padding_hi,
              threads);
 }
 
@@ -236,7 +247,23 @@ ffi::Error Backward(ffi::AnyBuffer diff_dst, ffi::AnyBuffer workspace,
                     ffi::Result<ffi::AnyBuffer> diff_src, ffi::Span<const int64_t> window,
                     ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding_lo,
                     ffi::Span<const int64_t> padding_hi, int64_t threads) {
-  return Run(Kind::kBackward, *diff_src, diff_dst, workspace, window, strides, padding_lo,
+  return Run(Kind::kBackward, *diff_src, diff_dst, &workspace, window, strides, padding_lo,
+             padding_hi, threads);
+}
+
+ffi::Error AvgForward(ffi::AnyBuffer src, ffi::Result<ffi::AnyBuffer> dst,
+                      ffi::Span<const int64_t> window, ffi::Span<const int64_t> strides,
+                      ffi::Span<const int64_t> padding_lo, ffi::Span<const int64_t> padding_hi,
+                      int64_t threads) {
+  return Run(Kind::kForward, src, *dst, nullptr, window, strides, padding_lo, padding_hi,
+             threads);
+}
+
+ffi::Error AvgBackward(ffi::AnyBuffer diff_dst, ffi::Result<ffi::AnyBuffer> diff_src,
+                       ffi::Span<const int64_t> window, ffi::Span<const int64_t> strides,
+                       ffi::Span<const int64_t> padding_lo, ffi::Span<const int64_t> padding_hi,
+                       int64_t threads) {
+  return Run(Kind::kBackward, *diff_src, diff_dst, nullptr, window, strides, padding_lo,
              padding_hi, threads);
 }
 
@@ -258,6 +285,27 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OnednnMaxPoolBackward, Backward,
     Attributes(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    OnednnAvgPoolForward, AvgForward,
+    Attributes(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    OnednnAvgPoolBackward, AvgBackward,
+    Attributes(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
+
+// Whether oneDNN has average pooling (fwd and bwd) of float32 (0) or bfloat16 (1) on this CPU.
+extern "C" int OnednnAvgPoolSupports(int bfloat16) {
+  const auto type = bfloat16 ? memory::data_type::bf16 : memory::data_type::f32;
+  const memory::dims src{1, 3, 3, 8}, dst{1, 3, 3, 8};  // NHWC
+  Geometry g{ffi::Span<const int64_t>(src.data(), 4), ffi::Span<const int64_t>(dst.data(), 4),
+             type, {3, 3}, {1, 1}, {1, 1}, {1, 1}, dnnl::algorithm::pooling_avg_include_padding};
+  try {
+    Build(Kind::kForward, g);
+    Build(Kind::kBackward, g);
+    return 1;
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+}
 
 // oneDNN's workspace bytes per output element of a max pooling over `window_size` cells (0 where
 // it builds none for this data type, 0: float32, 1: bfloat16, on this CPU).

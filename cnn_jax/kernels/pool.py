@@ -1,4 +1,8 @@
-"""2-D max pooling (`lax.reduce_window` with `lax.max`) with oneDNN's pooling on CPU.
+"""2-D max and average pooling (`lax.reduce_window`) with oneDNN's pooling on CPU.
+
+`avg_pool` (a window's sum over its size, PyTorch's count_include_pad) runs through oneDNN's
+average pooling forward and backward the same way as what follows; its values may differ from
+XLA's summation order by a rounding.
 
 `max_pool(x, window, strides, padding)` is `lax.reduce_window(x, -inf, lax.max, ...)` over H and W
 of an NHWC array. In float32 or bfloat16 it runs through oneDNN's max pooling (XLA FFI custom
@@ -26,7 +30,10 @@ from jax import lax
 
 from cnn_jax.kernels import conv
 
-_TARGETS = {'forward': 'OnednnMaxPoolForward', 'backward': 'OnednnMaxPoolBackward'}
+_TARGETS = {'max_pool_forward': 'OnednnMaxPoolForward',
+            'max_pool_backward': 'OnednnMaxPoolBackward',
+            'avg_pool_forward': 'OnednnAvgPoolForward',
+            'avg_pool_backward': 'OnednnAvgPoolBackward'}
 
 
 @functools.cache
@@ -37,9 +44,9 @@ def _library():
     return None, reason
   lib = ctypes.CDLL(conv.LIBRARY)
   if not all(hasattr(lib, symbol) for symbol in _TARGETS.values()):
-    return None, f'{conv.LIBRARY} has no max pooling (built before it): run `make kernels`'
+    return None, f'{conv.LIBRARY} has no pooling (built before it): run `make kernels`'
   for kind, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f'cnn_jax_onednn_max_pool_{kind}',
+    jax.ffi.register_ffi_target(f'cnn_jax_onednn_{kind}',
                                 jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
   lib.OnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
   lib.OnednnMaxPoolWorkspaceBytes.argtypes = (ctypes.c_int, ctypes.c_int64)
@@ -79,7 +86,7 @@ class _Spec(NamedTuple):
             self.shape[3])
 
   def call(self, kind, args, results):
-    return jax.ffi.ffi_call(f'cnn_jax_onednn_max_pool_{kind}', results, vmap_method='sequential')(
+    return jax.ffi.ffi_call(f'cnn_jax_onednn_{kind}', results, vmap_method='sequential')(
         *args, window=np.array(self.window, np.int64), strides=np.array(self.strides, np.int64),
         padding_lo=np.array(self.padding_lo, np.int64),
         padding_hi=np.array(self.padding_hi, np.int64), threads=np.int64(self.threads))
@@ -88,7 +95,7 @@ class _Spec(NamedTuple):
 def _forward(spec, x):
   """The pooled array and oneDNN's workspace (typed as varying like `x` inside `shard_map`)."""
   shape = spec.out_shape()
-  y, workspace = spec.call('forward', (x,), (jax.ShapeDtypeStruct(shape, spec.dtype),
+  y, workspace = spec.call('max_pool_forward', (x,), (jax.ShapeDtypeStruct(shape, spec.dtype),
                                               jax.ShapeDtypeStruct(shape, spec.workspace)))
   axes = conv.varying(x)
   return conv.vary(y, axes), conv.vary(workspace, axes)
@@ -104,7 +111,7 @@ def _onednn_max_pool_fwd(spec, x):
 
 
 def _onednn_max_pool_bwd(spec, workspace, cotangent):
-  grad = spec.call('backward', (cotangent.astype(spec.dtype), workspace),
+  grad = spec.call('max_pool_backward', (cotangent.astype(spec.dtype), workspace),
                    jax.ShapeDtypeStruct(spec.shape, spec.dtype))
   return (conv.vary(grad, conv.varying(cotangent) | conv.varying(workspace)),)
 
@@ -135,5 +142,62 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
       or any(size + lo + hi < k for size, (lo, hi), k in zip(x.shape[1:3], padding, window))):
     return xla_pool(x)
   local = functools.partial(_local_pool, window, strides, padding, workspace)
+  return lax.platform_dependent(x, cpu=functools.partial(conv.split_batch, local),
+                                default=xla_pool)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _onednn_avg_pool(spec, x):
+  y = spec.call('avg_pool_forward', (x,), jax.ShapeDtypeStruct(spec.out_shape(), spec.dtype))
+  return conv.vary(y, conv.varying(x))
+
+
+def _onednn_avg_pool_fwd(spec, x):
+  return _onednn_avg_pool(spec, x), None
+
+
+def _onednn_avg_pool_bwd(spec, _, cotangent):
+  grad = spec.call('avg_pool_backward', (cotangent.astype(spec.dtype),),
+                   jax.ShapeDtypeStruct(spec.shape, spec.dtype))
+  return (conv.vary(grad, conv.varying(cotangent)),)
+
+
+_onednn_avg_pool.defvjp(_onednn_avg_pool_fwd, _onednn_avg_pool_bwd)
+
+
+def _local_avg_pool(window, strides, padding, x):
+  """oneDNN's average pooling of this device's `x`."""
+  spec = _Spec(x.shape, np.dtype(x.dtype), window, strides, tuple(lo for lo, _ in padding),
+               tuple(hi for _, hi in padding), None, conv.threads())
+  return _onednn_avg_pool(spec, x)
+
+
+@functools.cache
+def _avg_supported(dtype) -> bool:
+  lib, _ = _library()
+  dtype = jnp.dtype(dtype)
+  return (lib is not None and dtype in (jnp.float32, jnp.bfloat16)
+          and bool(lib.OnednnAvgPoolSupports(int(dtype == jnp.bfloat16))))
+
+
+def avg_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
+             padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """The sum of each window of NHWC `x` over H and W, zero-padded by `padding`, divided by the
+  window's size (`torch.nn.AvgPool2d` with count_include_pad): oneDNN's average pooling when
+  lowered for CPU, XLA's reduce_window sum elsewhere. Each window must lie inside the padded
+  input."""
+  window, strides = tuple(window), tuple(strides)
+  padding = tuple(tuple(pair) for pair in padding)
+
+  def xla_pool(x):
+    summed = lax.reduce_window(x, 0.0, lax.add, (1, *window, 1), (1, *strides, 1),
+                               ((0, 0), *padding, (0, 0)))
+    return summed / (window[0] * window[1])
+
+  if (not _avg_supported(x.dtype) or x.ndim != 4 or 0 in x.shape
+      or any(not 0 <= p < k for pair, k in zip(padding, window) for p in pair)
+      or any(size + lo + hi < k for size, (lo, hi), k in zip(x.shape[1:3], padding, window))):
+    return xla_pool(x)
+  local = functools.partial(_local_avg_pool, window, strides, padding)
   return lax.platform_dependent(x, cpu=functools.partial(conv.split_batch, local),
                                 default=xla_pool)

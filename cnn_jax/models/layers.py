@@ -79,10 +79,12 @@ def avg_pool(x: jax.Array, kernel: int, stride: int, padding: int = 0, ceil_mode
   """`torch.nn.AvgPool2d(kernel, stride, padding)` with count_include_pad=True.
 
   With `ceil_mode`, PyTorch excludes the cells beyond the right padding from the divisor; so do we.
+  Without it, through `cnn_jax.kernels.avg_pool` (oneDNN's on CPU where the library is built).
   """
-  summed = _pool_window(x, 0.0, jax.lax.add, kernel, stride, padding, ceil_mode)
   if not ceil_mode:
-    return summed / (kernel * kernel)
+    x, pads = _torch_pool_padding(x, kernel, stride, padding, ceil_mode)
+    return kernels.avg_pool(x, (kernel, kernel), (stride, stride), pads)
+  summed = _pool_window(x, 0.0, jax.lax.add, kernel, stride, padding, ceil_mode)
   ones = jnp.ones((1, x.shape[1] + 2 * padding, x.shape[2] + 2 * padding, 1), x.dtype)
   counts = _pool_window(ones, 0.0, jax.lax.add, kernel, stride, 0, True)
   return summed / counts
