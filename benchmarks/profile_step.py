@@ -4,7 +4,7 @@
 
 jax: a `jax.profiler` trace of the trainer's compiled step (`benchmarks.train_step.jax_step`),
 each XLA op's time summed by kind: the oneDNN convolutions and poolings and the BatchNorm passes
-(FFI custom calls), dots
+(FFI custom calls: max and average pooling in one row), dots
 (the dense layers, also inside XLA's YNNPACK fusions), reduce-windows (XLA splits a large sum,
 such as a conv bias's gradient or a BatchNorm statistic, into them), and every other op (the fusions XLA makes of BatchNorm, ReLU, casts, ...) by
 phase — forward, backward, or the update after the gradient (optimizer, metrics) — read from the
@@ -45,7 +45,7 @@ def jax_kind(opcode: str, line: str, bodies: dict[str, str]) -> str:
   if target and 'conv' in target.group(1):
     return 'convolution (oneDNN)'
   if target and 'pool' in target.group(1):
-    return 'max pooling (oneDNN)'
+    return 'pooling (oneDNN)'
   if target and 'batch_norm' in target.group(1):
     return 'batch norm (kernel)'
   if opcode == 'convolution':
@@ -75,7 +75,7 @@ def _bodies(hlo: str) -> dict[str, str]:
 
 def torch_kind(name: str) -> str:
   """The kind of one aten op of the eager step."""
-  for word, kind in (('conv', 'convolution (oneDNN)'), ('pool', 'max pooling (oneDNN)'),
+  for word, kind in (('conv', 'convolution (oneDNN)'), ('pool', 'pooling (oneDNN)'),
                      ('batch_norm', 'batch norm (kernel)'),
                      ('addmm', 'dense (dot)'), ('::mm', 'dense (dot)')):
     if word in name:
