@@ -1,6 +1,7 @@
-"""CPU kernels through oneDNN as XLA FFI custom calls (built by `make kernels`), the dense
-layer's matmul with a layout-friendly kernel gradient (`dense`) and BatchNorm with its backward
-written out (`normalization`)."""
+"""CPU kernels as XLA FFI custom calls (built by `make kernels`): oneDNN's convolutions (`conv`)
+and max and average pooling (`pool`), BatchNorm's passes with its activation and residual
+(`normalization`, C++ loops); and the dense layer's matmul with a layout-friendly kernel gradient
+(`dense`). Each has XLA's own ops as its path on GPUs and wherever the library is not built."""
 from cnn_jax.kernels.normalization import (ACTIVATIONS, activate, batch_norm,
                                            portable_batch_norm)
 from cnn_jax.kernels.dense import dot_general as dense_dot_general
