@@ -50,7 +50,7 @@ quickstart: setup
 	$(PY) train.py --config=configs/quickstart.py --workdir=$(QUICKSTART_DIR)
 	$(PY) eval.py --workdir=$(QUICKSTART_DIR)
 
-# The whole suite, one test file per worker on every core (pytest-xdist); ~9-13 min on 2 CPU cores.
+# The whole suite, one test file per worker on every core (pytest-xdist); ~9-14 min on 2 CPU cores.
 test: setup
 	$(PY) -m pytest -q -ra -n auto --dist loadfile
 

@@ -12,10 +12,15 @@ ratio jax / torch images/s. Each step time is the median of `steps` timed steps 
 jax's and torch's steps taken in turn (the same load on the machine for both).
 Then the conv block of `benchmarks/conv_block.py` (GFLOP/s of XLA's convolution, the oneDNN kernel
 and PyTorch's). Prints Markdown tables. The same command runs on a GPU machine.
+
+On CPU a float32 step of the larger models spends much of its time faulting in fresh memory pages:
+glibc returns every large buffer to the system when it is freed. With jemalloc keeping them
+(README, "Speed") both jax's and torch's steps get faster; the header says which malloc ran.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -165,8 +170,9 @@ def device_name() -> str:
 def main(argv):
   del argv
   batch, steps = _BATCH.value, _STEPS.value
+  allocator = 'jemalloc' if 'jemalloc' in os.environ.get('LD_PRELOAD', '') else 'default'
   print(f'{device_name()}; jax {jax.__version__}; batch {batch}; median of {steps} timed steps; '
-        f'oneDNN kernel: {kernels.unavailable_reason() or "built"}\n')
+        f'oneDNN kernel: {kernels.unavailable_reason() or "built"}; malloc: {allocator}\n')
   print('| model | px | compute | compile s | step s | img/s | torch img/s | jax / torch |')
   print('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |')
   for name in _MODELS.value:
