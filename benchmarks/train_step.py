@@ -181,7 +181,8 @@ def main(argv):
       bf16 = precision == 'bf16'
       run, compile_s, _ = jax_step(name, size, batch, bf16)
       torch_run = torch_step(name, size, batch, bf16) if _TORCH.value else None
-      jax_s, *torch_s = median_steps(run, *[torch_run] * (torch_run is not None), steps=steps)
+      runs = [run] if torch_run is None else [run, torch_run]
+      jax_s, *torch_s = median_steps(*runs, steps=steps)
       torch_cols = f'{batch / torch_s[0]:.1f} | {torch_s[0] / jax_s:.2f}' if torch_s else '- | -'
       print(f'| {name} | {size} | {precision} | {compile_s:.1f} | {jax_s:.3f} | '
             f'{batch / jax_s:.1f} | {torch_cols} |', flush=True)

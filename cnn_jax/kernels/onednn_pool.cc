@@ -219,10 +219,12 @@ ffi::Error Run(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& dst,
       args.emplace(DNNL_ARG_DST, dst_m);
       e.pool.execute(stream, args);
       stream.wait();
-      if (workspace && g.type == memory::data_type::f32)
-        MatchXla<float, uint32_t>(src, dst, g);
-      else if (workspace)
-        MatchXla<uint16_t, uint16_t>(src, dst, g);
+      if (workspace) {  // max pooling: NaN and -inf as XLA's
+        if (g.type == memory::data_type::f32)
+          MatchXla<float, uint32_t>(src, dst, g);
+        else
+          MatchXla<uint16_t, uint16_t>(src, dst, g);
+      }
     } else {
       args.emplace(DNNL_ARG_DIFF_DST, dst_m);
       args.emplace(DNNL_ARG_DIFF_SRC, src_m);

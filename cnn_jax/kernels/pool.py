@@ -77,7 +77,7 @@ class _Spec(NamedTuple):
   strides: tuple[int, int]
   padding_lo: tuple[int, int]
   padding_hi: tuple[int, int]
-  workspace: np.dtype
+  workspace: np.dtype | None  # max pooling's argmax dtype; None for average pooling
   threads: int
 
   def out_shape(self):
@@ -119,11 +119,23 @@ def _onednn_max_pool_bwd(spec, workspace, cotangent):
 _onednn_max_pool.defvjp(_onednn_max_pool_fwd, _onednn_max_pool_bwd)
 
 
+def _local_spec(window, strides, padding, workspace, x) -> _Spec:
+  """The oneDNN call pooling this device's `x` (`workspace`: None for average pooling)."""
+  return _Spec(x.shape, np.dtype(x.dtype), window, strides, tuple(lo for lo, _ in padding),
+               tuple(hi for _, hi in padding), workspace, conv.threads())
+
+
+def _onednn_fits(x, window, strides, padding) -> bool:
+  """Whether oneDNN pools this NHWC `x`: 2-D windows, padding in [0, window) (oneDNN takes no
+  wider padding), every window inside the padded input, no empty axis."""
+  return (x.ndim == 4 and len(window) == len(strides) == len(padding) == 2 and 0 not in x.shape
+          and all(0 <= p < k for pair, k in zip(padding, window) for p in pair)
+          and all(size + lo + hi >= k for size, (lo, hi), k in zip(x.shape[1:3], padding, window)))
+
+
 def _local_pool(window, strides, padding, workspace, x):
   """oneDNN's max pooling of this device's `x`."""
-  spec = _Spec(x.shape, np.dtype(x.dtype), window, strides, tuple(lo for lo, _ in padding),
-               tuple(hi for _, hi in padding), workspace, conv.threads())
-  return _onednn_max_pool(spec, x)
+  return _onednn_max_pool(_local_spec(window, strides, padding, workspace, x), x)
 
 
 def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
@@ -135,11 +147,9 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   xla_pool = functools.partial(lax.reduce_window, init_value=-jnp.inf, computation=lax.max,
                                window_dimensions=(1, *window, 1), window_strides=(1, *strides, 1),
                                padding=((0, 0), *padding, (0, 0)))
-  shapes_ok = x.ndim == 4 and len(window) == len(strides) == len(padding) == 2
-  workspace = _workspace_dtype(x.dtype, window[0] * window[1]) if shapes_ok else None
-  if (workspace is None or 0 in x.shape
-      or any(not 0 <= p < k for pair, k in zip(padding, window) for p in pair)
-      or any(size + lo + hi < k for size, (lo, hi), k in zip(x.shape[1:3], padding, window))):
+  fits = _onednn_fits(x, window, strides, padding)
+  workspace = _workspace_dtype(x.dtype, window[0] * window[1]) if fits else None
+  if workspace is None:
     return xla_pool(x)
   local = functools.partial(_local_pool, window, strides, padding, workspace)
   return lax.platform_dependent(x, cpu=functools.partial(conv.split_batch, local),
@@ -167,9 +177,7 @@ _onednn_avg_pool.defvjp(_onednn_avg_pool_fwd, _onednn_avg_pool_bwd)
 
 def _local_avg_pool(window, strides, padding, x):
   """oneDNN's average pooling of this device's `x`."""
-  spec = _Spec(x.shape, np.dtype(x.dtype), window, strides, tuple(lo for lo, _ in padding),
-               tuple(hi for _, hi in padding), None, conv.threads())
-  return _onednn_avg_pool(spec, x)
+  return _onednn_avg_pool(_local_spec(window, strides, padding, None, x), x)
 
 
 @functools.cache
@@ -194,9 +202,7 @@ def avg_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
                                ((0, 0), *padding, (0, 0)))
     return summed / (window[0] * window[1])
 
-  if (not _avg_supported(x.dtype) or x.ndim != 4 or 0 in x.shape
-      or any(not 0 <= p < k for pair, k in zip(padding, window) for p in pair)
-      or any(size + lo + hi < k for size, (lo, hi), k in zip(x.shape[1:3], padding, window))):
+  if not (_avg_supported(x.dtype) and _onednn_fits(x, window, strides, padding)):
     return xla_pool(x)
   local = functools.partial(_local_avg_pool, window, strides, padding)
   return lax.platform_dependent(x, cpu=functools.partial(conv.split_batch, local),

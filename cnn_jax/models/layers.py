@@ -185,7 +185,7 @@ class BatchNorm(nnx.BatchNorm):
       raise ValueError('BatchNorm needs use_running_average: pass it to the call or constructor')
     ones = jnp.ones((x.shape[-1],), jnp.float32)
     scale = ones if self.scale is None else self.scale[...]
-    bias = 0 * ones if self.bias is None else self.bias[...]
+    bias = jnp.zeros_like(ones) if self.bias is None else self.bias[...]
     dtype = self.dtype or jnp.result_type(x, scale, bias)
     x = x.astype(self.dtype) if self.dtype else x
     if use_running_average:
