@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import errors, evaluate, parallel
+from cnn_jax import errors, evaluate, host_memory, parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A recipe in configs/ (dataset, resolution, eval batch size, mesh); default: the '
@@ -59,4 +59,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host_memory.keep_freed_memory()
   errors.run(main)

@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnn_jax import errors, parallel, trainer
+from cnn_jax import errors, host_memory, parallel, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A recipe in configs/, optionally with arguments: configs/resnet.py:depth=50')
@@ -39,4 +39,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host_memory.keep_freed_memory()
   errors.run(main)

@@ -29,7 +29,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import train_step
-from cnn_jax import models
+from cnn_jax import host_memory, models
 
 _MODEL = flags.DEFINE_string('model', 'resnet50', 'Registry name.')
 _PRECISION = flags.DEFINE_enum('precision', 'fp32', ['fp32', 'bf16'], 'Compute precision.')
@@ -164,4 +164,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host_memory.keep_freed_memory()
   app.run(main)

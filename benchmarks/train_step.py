@@ -13,14 +13,13 @@ jax's and torch's steps taken in turn (the same load on the machine for both).
 Then the conv block of `benchmarks/conv_block.py` (GFLOP/s of XLA's convolution, the oneDNN kernel
 and PyTorch's). Prints Markdown tables. The same command runs on a GPU machine.
 
-On CPU a float32 step of the larger models spends much of its time faulting in fresh memory pages:
-glibc returns every large buffer to the system when it is freed. With jemalloc keeping them
-(README, "Speed") both jax's and torch's steps get faster; the header says which malloc ran.
+On CPU glibc unmaps every large buffer when it is freed and the next step faults it in again; the
+benchmark keeps freed memory as train.py does (`cnn_jax.host_memory`, for jax's and torch's steps
+alike) and its header says which malloc ran.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -30,7 +29,7 @@ from absl import app, flags
 
 from benchmarks import conv_block
 from cnn_jax import config as config_lib
-from cnn_jax import kernels, models, parallel, trainer
+from cnn_jax import host_memory, kernels, models, parallel, trainer
 
 MODELS = ['resnet18', 'resnet50', 'alexnet', 'alexnet2012', 'vgg16', 'googlenet', 'inception_v3',
           'mobilenet_v2']
@@ -170,9 +169,9 @@ def device_name() -> str:
 def main(argv):
   del argv
   batch, steps = _BATCH.value, _STEPS.value
-  allocator = 'jemalloc' if 'jemalloc' in os.environ.get('LD_PRELOAD', '') else 'default'
   print(f'{device_name()}; jax {jax.__version__}; batch {batch}; median of {steps} timed steps; '
-        f'oneDNN kernel: {kernels.unavailable_reason() or "built"}; malloc: {allocator}\n')
+        f'oneDNN kernel: {kernels.unavailable_reason() or "built"}; '
+        f'malloc: {host_memory.describe()}\n')
   print('| model | px | compute | compile s | step s | img/s | torch img/s | jax / torch |')
   print('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |')
   for name in _MODELS.value:
@@ -194,5 +193,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host_memory.keep_freed_memory()
   jax.config.update('jax_cuda_visible_devices', '0')  # one device, as torch's step
   app.run(main)

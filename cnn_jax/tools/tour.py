@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from cnn_jax import config as config_lib
-from cnn_jax import trainer
+from cnn_jax import host_memory, trainer
 from cnn_jax.models import registry, stats
 
 
@@ -257,4 +257,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  host_memory.keep_freed_memory()
   main()
