@@ -48,12 +48,13 @@ def exported_text(step: trainer.TrainStep, platform: str) -> str:
 @pytest.mark.parametrize('name', models.list_models())
 def test_every_convolution_of_every_model_is_the_kernels(name):
   """Issue 14: every registered model builds its convolutions with `kernels.conv_general_dilated`
-  (built abstractly: nothing is drawn or compiled)."""
+  and adds their biases with `kernels.bias_add` (built abstractly: nothing is drawn or compiled)."""
   model = nnx.eval_shape(lambda: models.create(name))
   convs = [(path, node) for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Conv)]
   assert convs
   for path, conv in convs:
     assert conv.conv_general_dilated is kernels.conv_general_dilated, (name, path)
+    assert conv.bias_add is kernels.bias_add, (name, path)
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -61,13 +62,14 @@ def test_cuda_export_of_the_train_step_has_no_onednn_call(name):
   text = exported_text(train_step(name), 'cuda')
   assert 'stablehlo.convolution' in text
   assert not any(target in text for target in ONEDNN_TARGETS)
+  assert '@cnn_jax_' not in text  # nor any other of the library's calls (BatchNorm, bias sums)
 
 
 def test_cuda_export_in_bfloat16_has_no_onednn_call():
   """bf16 compute, the trainer's default on a GPU (`half_precision=None`)."""
   text = exported_text(train_step('resnet50', half_precision=True), 'cuda')
   assert 'stablehlo.convolution' in text and 'bf16' in text
-  assert not any(target in text for target in ONEDNN_TARGETS)
+  assert '@cnn_jax_' not in text
 
 
 @pytest.mark.skipif(kernels.unavailable_reason() is not None,
@@ -79,4 +81,5 @@ def test_cpu_lowering_of_the_same_step_calls_onednn():
   with jax.set_mesh(step.mesh):
     text = step.fn.lower(*step.args).as_text()
   assert all(target in text for target in ONEDNN_TARGETS)
+  assert '@cnn_jax_batch_norm_sums' in text
   assert 'stablehlo.convolution' not in text

@@ -240,3 +240,31 @@ def batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None,
 
 def _portable(activation, epsilon, dtype, x, scale, bias, *residual):
   return _local(_jnp_ops(activation, dtype), epsilon, x, scale, bias, *residual)
+
+
+def portable_channel_sums(x):
+  """float32 sums of `x` over all axes but the last (`jnp.sum`)."""
+  return jnp.sum(x.astype(jnp.float32).reshape(-1, x.shape[-1]), axis=0)
+
+
+def _cpu_sums(x):
+  """The kernel's first sum (shift 0); under a mesh each device sums its share, then psum."""
+  axes = conv.batch_axes(x.shape[0])
+  ops = _kernel_ops(None, axes)
+
+  def local(x):
+    zero = conv.vary(jnp.zeros((x.shape[-1],), jnp.float32), conv.varying(x))
+    return _total(ops.sums(x, zero)[0], ops)
+  if not axes:
+    return local(x)
+  return jax.shard_map(local, in_specs=jax.sharding.PartitionSpec(axes),
+                       out_specs=jax.sharding.PartitionSpec(), axis_names=set(axes))(x)
+
+
+def channel_sums(x):
+  """float32 sums of `x` over all axes but the last (features): BatchNorm's sum pass on CPU where
+  the kernel library is built, `jnp.sum` elsewhere; the whole batch's under a mesh."""
+  if (_library() is None or x.dtype not in (jnp.float32, jnp.bfloat16) or x.ndim < 2
+      or 0 in x.shape):
+    return portable_channel_sums(x)
+  return lax.platform_dependent(x, cpu=_cpu_sums, default=portable_channel_sums)

@@ -107,7 +107,7 @@ class AlexNet2012(nnx.Module):
     self.split.check_widths({'conv1': channels[0], 'conv3': channels[2], 'fc6/fc7': fc_features,
                              'fc8': num_classes})
     for spec, cin, cout in zip(PAPER_2012, (3, *channels[:-1]), channels):
-      setattr(self, spec.name, layers.conv(
+      setattr(self, spec.name, layers.Conv(
           cin, cout, (spec.kernel, spec.kernel), spec.stride, padding=layers.pad(spec.padding),
           feature_group_count=groups if spec.grouped else 1, kernel_init=_normal_001,
           bias_init=nnx.initializers.constant(spec.bias), dtype=dtype, rngs=rngs,
@@ -179,7 +179,7 @@ class AlexNet(nnx.Module):
   ):
     self.name = 'bn_alexnet' if batch_norm else 'alexnet'
     self.convs = nnx.List([
-        layers.conv(cin, cout, (spec.kernel, spec.kernel), spec.stride,
+        layers.Conv(cin, cout, (spec.kernel, spec.kernel), spec.stride,
                     padding=layers.pad(spec.padding), kernel_init=layers.torch_default_kernel_init,
                     bias_init=layers.torch_default_bias_init(cin * spec.kernel**2), dtype=dtype,
                     rngs=rngs)
@@ -258,11 +258,12 @@ class TowerSplit:
     return {'out_sharding': (None,) * (ndim - 1) + (self.axis,), 'eager_sharding': False}
 
   def conv_options(self) -> dict:
-    """Keyword arguments of `layers.conv` for a conv split into the towers."""
+    """Keyword arguments of `layers.Conv` for a conv split into the towers."""
     if self.axis is None:
       return {}
     return {'kernel_metadata': self._metadata(4), 'bias_metadata': self._metadata(1),
-            'conv_general_dilated': functools.partial(_tower_conv, axis=self.axis)}
+            'conv_general_dilated': functools.partial(_tower_conv, axis=self.axis),
+            'bias_add': kernels.portable_bias_add}
 
   def linear_options(self) -> dict:
     """Keyword arguments of `layers.linear` for an FC layer split into the towers."""

@@ -28,7 +28,7 @@ _kaiming_normal = nnx.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
 def _conv(cin, cout, kernel, stride=1, padding=0, *, dtype, rngs):
-  return layers.conv(cin, cout, (kernel, kernel), stride, padding=layers.pad(padding),
+  return layers.Conv(cin, cout, (kernel, kernel), stride, padding=layers.pad(padding),
                      use_bias=False, kernel_init=_kaiming_normal, dtype=dtype, rngs=rngs)
 
 

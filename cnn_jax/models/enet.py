@@ -39,7 +39,7 @@ from cnn_jax.models.registry import register
 def _conv(cin, cout, kernel, stride=1, padding=(0, 0), dilation=1, *, bias, dtype, rngs):
   kh, kw = kernel
   ph, pw = padding
-  return layers.conv(cin, cout, (kh, kw), stride, padding=((ph, ph), (pw, pw)),
+  return layers.Conv(cin, cout, (kh, kw), stride, padding=((ph, ph), (pw, pw)),
                      kernel_dilation=dilation, use_bias=bias,
                      kernel_init=layers.torch_default_kernel_init,
                      bias_init=layers.torch_default_bias_init(cin * kh * kw), dtype=dtype,

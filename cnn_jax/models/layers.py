@@ -14,14 +14,41 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.linear import canonicalize_padding
 
 from cnn_jax import kernels
 
 Dtype = Any
 
-conv = functools.partial(nnx.Conv, conv_general_dilated=kernels.conv_general_dilated)
-"""`nnx.Conv` whose convolution is `cnn_jax.kernels.conv_general_dilated`: oneDNN's on CPU where
-the kernel library is built, XLA's on GPU and everywhere else. Every model builds its convs here."""
+class Conv(nnx.Conv):
+  """`nnx.Conv` (the same variables and initialisation) of NHWC images whose convolution is
+  `cnn_jax.kernels.conv_general_dilated` (oneDNN's on CPU where the kernel library is built, XLA's
+  on GPU and everywhere else) and whose bias is added by `cnn_jax.kernels.bias_add` (its gradient
+  summed in float32 in one pass). Every model builds its convs here; `conv_general_dilated` and
+  `bias_add` replace those two (AlexNet's towers do)."""
+
+  def __init__(self, *args, conv_general_dilated=kernels.conv_general_dilated,
+               bias_add=kernels.bias_add, **kwargs):
+    super().__init__(*args, conv_general_dilated=conv_general_dilated, **kwargs)
+    self.bias_add = bias_add
+
+  def __call__(self, x):
+    padding = canonicalize_padding(self.padding, len(self.kernel_size))
+    if (x.ndim != 4 or self.mask is not None or self.input_dilation not in (None, 1)
+        or padding in ('CIRCULAR', 'REFLECT', 'CAUSAL')):
+      raise ValueError('layers.Conv takes NHWC images and zero padding, without a mask or input '
+                       'dilation; use nnx.Conv for the rest')
+    x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
+    y = self.conv_general_dilated(
+        x, kernel, _pair(self.strides), padding, rhs_dilation=_pair(self.kernel_dilation),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=self.feature_group_count,
+        precision=self.precision)
+    return y if self.bias is None else self.bias_add(y, self.bias[...])
+
+
+def _pair(v) -> tuple[int, int]:
+  return (1, 1) if v is None else (v, v) if isinstance(v, int) else tuple(v)
+
 
 linear = functools.partial(nnx.Linear, dot_general=kernels.dense_dot_general)
 """`nnx.Linear` whose kernel gradient comes out in the kernel's layout (`cnn_jax.kernels.dense`):
@@ -155,7 +182,7 @@ class ConvBN(nnx.Module):
   ):
     kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
     ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    self.conv = conv(
+    self.conv = Conv(
         in_ch, out_ch, kernel, stride, padding=((ph, ph), (pw, pw)), use_bias=False,
         kernel_init=kernel_init or kaiming_normal_fan_out, dtype=dtype, rngs=rngs)
     self.bn = batch_norm(out_ch, eps=eps, scale_init=scale_init, dtype=dtype, rngs=rngs)

@@ -34,7 +34,7 @@ class ConvBNReLU6(nnx.Module):
   """torchvision `Conv2dNormActivation`: conv (no bias, 'same' padding) -> BN -> ReLU6."""
 
   def __init__(self, cin, cout, kernel=3, stride=1, groups=1, *, dtype=None, rngs: nnx.Rngs):
-    self.conv = layers.conv(cin, cout, (kernel, kernel), stride,
+    self.conv = layers.Conv(cin, cout, (kernel, kernel), stride,
                             padding=layers.pad((kernel - 1) // 2), feature_group_count=groups,
                             use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
                             dtype=dtype, rngs=rngs)
@@ -52,7 +52,7 @@ class InvertedResidual(nnx.Module):
     self.use_residual = stride == 1 and cin == cout
     units = [ConvBNReLU6(cin, hidden, 1, dtype=dtype, rngs=rngs)] if expand_ratio != 1 else []
     units.append(ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden, dtype=dtype, rngs=rngs))
-    projection = layers.conv(hidden, cout, (1, 1), use_bias=False,
+    projection = layers.Conv(hidden, cout, (1, 1), use_bias=False,
                              kernel_init=layers.kaiming_normal_fan_out, dtype=dtype, rngs=rngs)
     self.conv = nnx.List([*units, projection, layers.batch_norm(cout, dtype=dtype, rngs=rngs)])
 

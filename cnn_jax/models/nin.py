@@ -45,7 +45,7 @@ class MLPConv(nnx.Module):
       else:
         inits = dict(kernel_init=nnx.initializers.normal(stds[i]),
                      bias_init=nnx.initializers.zeros)
-      convs.append(layers.conv(cin, cout, (k, k), stride if i == 0 else 1,
+      convs.append(layers.Conv(cin, cout, (k, k), stride if i == 0 else 1,
                                padding=layers.pad(padding if i == 0 else 0), dtype=dtype,
                                rngs=rngs, **inits))
     self.convs = nnx.List(convs)

@@ -24,7 +24,7 @@ from cnn_jax.models.registry import register
 
 
 def _conv(cin, cout, kernel, stride=1, *, dtype, rngs):
-  return layers.conv(cin, cout, (kernel, kernel), stride, padding=layers.pad(kernel // 2),
+  return layers.Conv(cin, cout, (kernel, kernel), stride, padding=layers.pad(kernel // 2),
                      use_bias=False, kernel_init=layers.kaiming_normal_fan_out, dtype=dtype,
                      rngs=rngs)
 
@@ -101,7 +101,7 @@ class ResNet(nnx.Module):
                zero_init_residual: bool = False, stride_on_first_1x1: bool = False,
                dtype=None, rngs: nnx.Rngs):
     block_cls = BLOCKS[block]
-    self.conv1 = layers.conv(3, width, (7, 7), 2, padding=layers.pad(3), use_bias=False,
+    self.conv1 = layers.Conv(3, width, (7, 7), 2, padding=layers.pad(3), use_bias=False,
                              kernel_init=layers.kaiming_normal_fan_out, dtype=dtype, rngs=rngs)
     self.bn1 = _bn(width, dtype=dtype, rngs=rngs)
     cin = width

@@ -50,7 +50,7 @@ class TourCNN(nnx.Module):
     widths = (width, 2 * width, 4 * width)
 
     def conv(cin, cout, k):
-      return layers.conv(cin, cout, (k, k), padding=layers.pad(k // 2), use_bias=not batch_norm,
+      return layers.Conv(cin, cout, (k, k), padding=layers.pad(k // 2), use_bias=not batch_norm,
                          dtype=dtype, rngs=rngs)
 
     self.convs = nnx.List()
@@ -67,7 +67,7 @@ class TourCNN(nnx.Module):
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.fc1 = layers.linear(widths[2], 256, dtype=dtype, rngs=rngs) if head == 'fc' else None
     self.classifier = (layers.linear(256, num_classes, dtype=dtype, rngs=rngs) if head == 'fc' else
-                       layers.conv(widths[2], num_classes, (1, 1), dtype=dtype, rngs=rngs))
+                       layers.Conv(widths[2], num_classes, (1, 1), dtype=dtype, rngs=rngs))
     self.aux = layers.linear(widths[1], num_classes, dtype=dtype, rngs=rngs) if aux_head else None
 
   def _stage(self, i, x, train):

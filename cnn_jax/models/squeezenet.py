@@ -35,7 +35,7 @@ _VERSIONS = {'1_0': (96, 7, (1, 4, 8)), '1_1': (64, 3, (1, 3, 5))}
 
 
 def _conv(cin, cout, kernel, *, stride=1, padding=0, kernel_init=_kaiming_uniform, dtype, rngs):
-  return layers.conv(cin, cout, (kernel, kernel), stride, padding=layers.pad(padding),
+  return layers.Conv(cin, cout, (kernel, kernel), stride, padding=layers.pad(padding),
                      kernel_init=kernel_init, bias_init=_zeros, dtype=dtype, rngs=rngs)
 
 

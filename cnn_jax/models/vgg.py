@@ -41,7 +41,7 @@ class VGG(nnx.Module):
     ends = [len(stage) for stage in stages]
     self.pool_after = tuple(sum(ends[:i + 1]) - 1 for i in range(len(ends)))  # convs before a pool
     self.convs = nnx.List([
-        layers.conv(cin, cout, (3, 3), padding=layers.pad(1),
+        layers.Conv(cin, cout, (3, 3), padding=layers.pad(1),
                     kernel_init=layers.kaiming_normal_fan_out, bias_init=nnx.initializers.zeros,
                     dtype=dtype, rngs=rngs)
         for cin, cout in zip([3, *widths[:-1]], widths)])
