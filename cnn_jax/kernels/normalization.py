@@ -105,6 +105,13 @@ def _library():
   return lib
 
 
+def _kernel_takes(x) -> bool:
+  """Whether the kernel library is built and its passes take `x` (a non-empty float32 or bfloat16
+  array with features on its last axis)."""
+  return (_library() is not None and x.dtype in (jnp.float32, jnp.bfloat16) and x.ndim >= 2
+          and 0 not in x.shape)
+
+
 def _kernel_ops(activation, axes) -> _Ops:
   code = np.int64(ACTIVATIONS.index(activation))
   threads = np.int64(conv.threads())
@@ -228,8 +235,7 @@ def batch_norm(x, scale, bias, *, epsilon: float, activation: str | None = None,
   through them)."""
   dtype, scale, bias, residual = _arguments(x, scale, bias, residual, activation, dtype)
   portable = functools.partial(_portable, activation, epsilon, dtype)
-  if (_library() is None or dtype != x.dtype or x.dtype not in (jnp.float32, jnp.bfloat16)
-      or x.ndim < 2 or 0 in x.shape):
+  if dtype != x.dtype or not _kernel_takes(x):
     y, mean, var = portable(x, scale, bias, *residual)
   else:
     y, mean, var = lax.platform_dependent(
@@ -264,7 +270,6 @@ def _cpu_sums(x):
 def channel_sums(x):
   """float32 sums of `x` over all axes but the last (features): BatchNorm's sum pass on CPU where
   the kernel library is built, `jnp.sum` elsewhere; the whole batch's under a mesh."""
-  if (_library() is None or x.dtype not in (jnp.float32, jnp.bfloat16) or x.ndim < 2
-      or 0 in x.shape):
+  if not _kernel_takes(x):
     return portable_channel_sums(x)
   return lax.platform_dependent(x, cpu=_cpu_sums, default=portable_channel_sums)
