@@ -56,6 +56,6 @@ test: setup
 
 # The fast lane: the unit and small tests, everything not marked `slow` (tests/conftest.py marks the
 # files that train, start subprocesses or compare at scale; single long tests carry the mark).
-# About 2 min on 2 CPU cores (104-170 s measured, README). CI runs `make test`.
+# About 2 min on 2 CPU cores (104-188 s measured, README). CI runs `make test`.
 test-fast: setup
 	$(PY) -m pytest -q -ra -n auto --dist loadfile -m 'not slow'

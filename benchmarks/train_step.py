@@ -1,6 +1,6 @@
 """Training-step speed: the trainer's own jitted step per model, fp32 and bf16, against PyTorch.
 
-  python -m benchmarks.train_step            # the 8 models below, fp32 and bf16, batch 16
+  python -m benchmarks.train_step    # the 8 models below, fp32 and bf16, batch 16 (~20 min on 2 cores)
 
 For each model at its registry resolution (224; 227 for alexnet2012; 299 for Inception v3): compile
 time, step time and images/s of `cnn_jax.trainer`'s train step (`trainer.train_step_fn`: SGD +
@@ -9,7 +9,9 @@ bfloat16 compute; then the same for an eager PyTorch step of torchvision's model
 same layers in torch.nn, torchvision has none), channels-last, SGD, cross-entropy (plus 0.3 x the
 auxiliary heads' loss where both have them), bf16 through autocast (AMP) on CPU or GPU; and the
 ratio jax / torch images/s. Each step time is the median of `steps` timed steps after a warm-up,
-jax's and torch's steps taken in turn (the same load on the machine for both).
+jax's and torch's steps taken in turn (the same load on the machine for both); the last column is
+the quartiles of the ratio round by round, the spread that noise on a shared machine gives the
+ratio (on a 2-core VM a resnet18 step moves by 10-20% between runs: use --steps=15 or more).
 Then the conv block of `benchmarks/conv_block.py` (GFLOP/s of XLA's convolution, the oneDNN kernel
 and PyTorch's). Prints Markdown tables. The same command runs on a GPU machine.
 
@@ -35,7 +37,7 @@ MODELS = ['resnet18', 'resnet50', 'alexnet', 'alexnet2012', 'vgg16', 'googlenet'
           'mobilenet_v2']
 _MODELS = flags.DEFINE_list('models', MODELS, 'Registry names to time.')
 _BATCH = flags.DEFINE_integer('batch', 16, 'Batch size.')
-_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after one warm-up step).')
+_STEPS = flags.DEFINE_integer('steps', 15, 'Timed steps (after one warm-up step).')
 _PRECISIONS = flags.DEFINE_list('precisions', ['fp32', 'bf16'], 'fp32 and/or bf16 compute.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time PyTorch where importable.')
 _CONV_BLOCK = flags.DEFINE_bool('conv_block', True, "Also time benchmarks/conv_block.py's block.")
@@ -54,10 +56,10 @@ TORCHVISION = {
 AUX_LOSS_WEIGHT = 0.3
 
 
-def median_steps(*runs, steps: int) -> list[float]:
-  """Median seconds per call of each of `runs` (callables that block until done): one warm-up
-  call each, then `steps` rounds that call each once in turn, so that every run sees the same
-  machine (other load on shared cores moves both, not one)."""
+def paired_steps(*runs, steps: int) -> list[list[float]]:
+  """Seconds of each call of each of `runs` (callables that block until done): one warm-up call
+  each, then `steps` rounds that call each once in turn, so that every run sees the same machine
+  (other load on shared cores moves both, not one)."""
   for run in runs:
     run()
   times = [[] for _ in runs]
@@ -66,7 +68,17 @@ def median_steps(*runs, steps: int) -> list[float]:
       t0 = time.perf_counter()
       run()
       samples.append(time.perf_counter() - t0)
-  return [statistics.median(samples) for samples in times]
+  return times
+
+
+def round_ratios(jax_s: list[float], torch_s: list[float]) -> tuple[float, float]:
+  """The lower and upper quartile over rounds of torch's step time / jax's in the same round:
+  how far the ratio of medians moves with the machine's noise."""
+  ratios = [t / j for j, t in zip(jax_s, torch_s)]
+  if len(ratios) < 2:
+    return ratios[0], ratios[0]
+  low, _, high = statistics.quantiles(ratios, n=4, method='inclusive')
+  return low, high
 
 
 def jax_step(name: str, size: int, batch: int, bf16: bool):
@@ -172,8 +184,9 @@ def main(argv):
   print(f'{device_name()}; jax {jax.__version__}; batch {batch}; median of {steps} timed steps; '
         f'oneDNN kernel: {kernels.unavailable_reason() or "built"}; '
         f'malloc: {host_memory.describe()}\n')
-  print('| model | px | compute | compile s | step s | img/s | torch img/s | jax / torch |')
-  print('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |')
+  print('| model | px | compute | compile s | step s | img/s | torch img/s | jax / torch | '
+        'rounds p25-p75 |')
+  print('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
   for name in _MODELS.value:
     size = models.get_info(name).input_size
     for precision in _PRECISIONS.value:
@@ -181,8 +194,13 @@ def main(argv):
       run, compile_s, _ = jax_step(name, size, batch, bf16)
       torch_run = torch_step(name, size, batch, bf16) if _TORCH.value else None
       runs = [run] if torch_run is None else [run, torch_run]
-      jax_s, *torch_s = median_steps(*runs, steps=steps)
-      torch_cols = f'{batch / torch_s[0]:.1f} | {torch_s[0] / jax_s:.2f}' if torch_s else '- | -'
+      jax_times, *torch_times = paired_steps(*runs, steps=steps)
+      jax_s = statistics.median(jax_times)
+      torch_cols = '- | - | -'
+      if torch_times:
+        torch_s = statistics.median(torch_times[0])
+        low, high = round_ratios(jax_times, torch_times[0])
+        torch_cols = f'{batch / torch_s:.1f} | {torch_s / jax_s:.2f} | {low:.2f}-{high:.2f}'
       print(f'| {name} | {size} | {precision} | {compile_s:.1f} | {jax_s:.3f} | '
             f'{batch / jax_s:.1f} | {torch_cols} |', flush=True)
   if _CONV_BLOCK.value:
