@@ -1,6 +1,6 @@
 """Training-step speed: the trainer's own jitted step per model, fp32 and bf16, against PyTorch.
 
-  python -m benchmarks.train_step    # the 8 models below, fp32 and bf16, batch 16 (~20 min on 2 cores)
+  python -m benchmarks.train_step    # the 8 models below, fp32 and bf16, batch 16 (~25 min on 2 cores)
 
 For each model at its registry resolution (224; 227 for alexnet2012; 299 for Inception v3): compile
 time, step time and images/s of `cnn_jax.trainer`'s train step (`trainer.train_step_fn`: SGD +
