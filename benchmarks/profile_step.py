@@ -4,9 +4,10 @@
 
 jax: a `jax.profiler` trace of the trainer's compiled step (`benchmarks.train_step.jax_step`),
 each XLA op's time summed by kind: the oneDNN convolutions and poolings and the BatchNorm passes
-(FFI custom calls: max and average pooling in one row), dots
-(the dense layers, also inside XLA's YNNPACK fusions), reduce-windows (XLA splits a large sum,
-such as a conv bias's gradient or a BatchNorm statistic, into them), and every other op (the fusions XLA makes of BatchNorm, ReLU, casts, ...) by
+(FFI custom calls: max and average pooling in one row), dots (the dense layers: oneDNN's matmul
+in bf16, else XLA's dots, also inside its YNNPACK fusions), reduce-windows (XLA splits a large
+sum, such as a conv bias's gradient or a BatchNorm statistic, into them), and every other op (the
+fusions XLA makes of BatchNorm, ReLU, casts, ...) by
 phase — forward, backward, or the update after the gradient (optimizer, metrics) — read from the
 op's `op_name` metadata. torch: `torch.profiler`'s self CPU time of each aten op of the same eager
 step (`benchmarks.train_step.torch_step`), grouped likewise (its other ops in one row: eager
@@ -48,6 +49,8 @@ def jax_kind(opcode: str, line: str, bodies: dict[str, str]) -> str:
     return 'pooling (oneDNN)'
   if target and 'batch_norm' in target.group(1):
     return 'batch norm (kernel)'
+  if target and 'matmul' in target.group(1):
+    return 'dense (dot)'
   if opcode == 'convolution':
     return 'convolution (XLA)'
   called = re.search(r'calls=%([\w.\-]+)', line)

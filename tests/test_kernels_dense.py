@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from flax.nnx.nn import dtypes as nnx_dtypes
 
 from cnn_jax import kernels
 from cnn_jax.models import layers
@@ -41,9 +42,10 @@ def test_other_dot_generals_are_passed_through():
                                 jax.lax.dot_general(a, b, dims))
 
 
-def _sgd_step_hlo(dot_general) -> str:
+def _sgd_step_hlo(dot_general, promote_dtype) -> str:
   """Compiled HLO of a bf16 dense layer's SGD-momentum step with float32 parameters."""
-  layer = layers.linear(512, 256, dtype=jnp.bfloat16, dot_general=dot_general, rngs=nnx.Rngs(0))
+  layer = layers.linear(512, 256, dtype=jnp.bfloat16, dot_general=dot_general,
+                        promote_dtype=promote_dtype, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(layer)
 
   def step(params, momentum, x):
@@ -61,5 +63,75 @@ def test_kernel_gradient_needs_no_transpose_in_mixed_precision():
   transposes = lambda hlo: [line for line in hlo.splitlines()
                             if ' transpose(' in line and '[512,256]' in line.split('=')[1][:20]]
   if jax.default_backend() == 'cpu':
-    assert transposes(_sgd_step_hlo(jax.lax.dot_general))
-  assert not transposes(_sgd_step_hlo(kernels.dense_dot_general))
+    assert transposes(_sgd_step_hlo(jax.lax.dot_general, nnx_dtypes.promote_dtype))
+  assert not transposes(_sgd_step_hlo(kernels.dense_dot_general, kernels.dense_promote_dtype))
+
+
+ONEDNN = pytest.mark.skipif(not kernels.dense_supports(jnp.bfloat16),
+                            reason='no oneDNN bfloat16 matmul here (`make kernels`, CPU)')
+MATMUL_CALL = '@cnn_jax_onednn_matmul'
+
+
+@pytest.mark.parametrize('x_shape,features', [((16, 300), 130), ((1, 7), 1), ((2, 3, 33), 17)])
+def test_bfloat16_layer_equals_torch_linear_with_a_float32_kernel_gradient(x_shape, features):
+  """`layers.linear` in bf16 with float32 parameters (oneDNN's matmuls on CPU where they run)
+  against torch's F.linear run here in float64 on the same bf16 operands and cotangent: y and dx
+  come out in bf16 (tolerance 2^-7 of the largest), the kernel gradient x^T @ dy accumulated into
+  float32 and never rounded to bf16 (tolerance 1e-5: bf16 rounding would miss it by ~2^-9)."""
+  torch = pytest.importorskip('torch')
+  rng = np.random.default_rng(1)
+  layer = layers.linear(x_shape[-1], features, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  layer.kernel.value = jnp.asarray(rng.standard_normal(layer.kernel.shape), jnp.bfloat16
+                                   ).astype(jnp.float32)  # bf16 values held in float32
+  x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
+  dy = jnp.asarray(rng.standard_normal((*x_shape[:-1], features)), jnp.bfloat16)
+  graphdef, params = nnx.split(layer)
+  y, vjp = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+  dparams, dx = vjp(dy)
+  assert y.dtype == dx.dtype == jnp.bfloat16 and dparams['kernel'].value.dtype == jnp.float32
+
+  f64 = lambda a: torch.tensor(np.asarray(a, np.float64), requires_grad=True)
+  tx, tw, tb = f64(x), f64(layer.kernel.value.T), f64(layer.bias.value)  # torch: (out, in)
+  ty = torch.nn.functional.linear(tx, tw, tb)
+  ty.backward(torch.tensor(np.asarray(dy, np.float64)))
+  for got, want, tol in [(y, ty, 2 ** -7), (dx, tx.grad, 2 ** -7),
+                         (dparams['kernel'].value, tw.grad.T, 1e-5)]:
+    want = want.detach().numpy()
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol,
+                               atol=tol * float(np.max(np.abs(want))))
+
+
+@ONEDNN
+def test_bfloat16_dense_lowers_to_three_onednn_matmuls_and_float32_to_none():
+  x, w = jnp.ones((4, 24)), jnp.ones((24, 8))
+  dims = (((1,), (0,)), ((), ()))
+  text = lambda dtype: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(kernels.dense_dot_general(
+      x.astype(dtype), w, dims).astype(jnp.float32))), argnums=(0, 1))).lower(x, w).as_text()
+  assert text(jnp.bfloat16).count(f'{MATMUL_CALL}(') == 3  # forward, dx, dw
+  assert MATMUL_CALL not in text(jnp.float32)
+  cuda = jax.export.export(jax.jit(lambda x, w: kernels.dense_dot_general(
+      x.astype(jnp.bfloat16), w, dims)), platforms=['cuda'])(x, w).mlir_module()
+  assert 'stablehlo.dot_general' in cuda and MATMUL_CALL not in cuda
+
+
+@ONEDNN
+def test_under_a_data_parallel_mesh_the_dense_layer_stays_xlas(run_on_host_devices):
+  """With automatic mesh axes XLA's partitioner would gather the operands of an opaque call: the
+  matmul is XLA's there, and its values equal the single-device oneDNN result."""
+  run_on_host_devices('''
+      import jax, jax.numpy as jnp, numpy as np
+      from cnn_jax import kernels
+      x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 40)), jnp.bfloat16)
+      w = jnp.asarray(np.random.default_rng(1).standard_normal((40, 24)), jnp.float32)
+      f = jax.jit(lambda x, w: kernels.dense_dot_general(x, w, (((1,), (0,)), ((), ()))))
+      single = f(x, w)
+      assert single.dtype == jnp.bfloat16
+      assert '@cnn_jax_onednn_matmul' in f.lower(x, w).as_text()
+      mesh = jax.make_mesh((2,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+      with jax.set_mesh(mesh):
+        xs = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.P('data')))
+        assert '@cnn_jax_onednn_matmul' not in f.lower(xs, w).as_text()
+        np.testing.assert_allclose(np.asarray(f(xs, w), np.float32),
+                                   np.asarray(single, np.float32), rtol=1e-2, atol=1e-2)
+      print('OK')
+  ''')

@@ -50,9 +50,12 @@ def _pair(v) -> tuple[int, int]:
   return (1, 1) if v is None else (v, v) if isinstance(v, int) else tuple(v)
 
 
-linear = functools.partial(nnx.Linear, dot_general=kernels.dense_dot_general)
-"""`nnx.Linear` whose kernel gradient comes out in the kernel's layout (`cnn_jax.kernels.dense`):
-a contiguous optimizer update in mixed precision. Every model builds its dense layers here."""
+linear = functools.partial(nnx.Linear, dot_general=kernels.dense_dot_general,
+                           promote_dtype=kernels.dense_promote_dtype)
+"""`nnx.Linear` whose kernel gradient comes out in the kernel's layout and dtype
+(`cnn_jax.kernels.dense`): a contiguous optimizer update in mixed precision, its float32 gradient
+never rounded to bfloat16; oneDNN's matmuls in bfloat16 on CPU. Every model builds its dense layers
+here."""
 
 
 def pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
