@@ -5,7 +5,8 @@ bfloat16), and PyTorch.
 
 Forward + backward (input and kernel gradients of the sum of squares of the output) of the models'
 large fully connected layers, x @ w with w of shape (in, out). Fastest wall time of `repeats`
-interleaved calls (`benchmarks.conv_block.fastest`). PyTorch runs `torch.nn.functional.linear` with
+interleaved calls (`benchmarks.conv_block.fastest`), freed memory kept (`cnn_jax.host_memory`) as
+in training. PyTorch runs `torch.nn.functional.linear` with
 autograd on tensors of the same dtype, with as many threads as the kernel uses. In float32 the
 kernels' path is XLA's dot too (its kernel gradient computed in (in, out) layout). Prints a Markdown
 table.
@@ -19,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import conv_block
-from cnn_jax import kernels
+from cnn_jax import host_memory, kernels
 
 _BATCH = flags.DEFINE_integer('batch', 16, 'Rows of x (the batch size).')
 _REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed calls per path (after one warm-up).')
@@ -59,6 +60,7 @@ def torch_dense(x, w, threads: int):
 
 
 def main(_):
+  host_memory.keep_freed_memory()  # as train.py: the gradients' buffers are reused, not faulted in
   print(f'oneDNN bfloat16 matmul: {"built" if kernels.dense_supports(jnp.bfloat16) else "off"}; '
         f'batch {_BATCH.value}; fastest of {_REPEATS.value}, forward + backward, ms\n')
   print('| layer | dtype | XLA dot | cnn_jax | torch | XLA / cnn_jax | torch / cnn_jax |')

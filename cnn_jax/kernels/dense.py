@@ -11,14 +11,14 @@ that strided read costs more than all of its convolutions. Here the gradient is 
 straight into float32, not rounded to bfloat16 and converted in another pass. `layers.linear` is
 `nnx.Linear` with both.
 
-XLA:CPU's bfloat16 matmuls of a batch of rows against a large kernel run at a third of oneDNN's
-speed (AlexNet's fc6, 16 x 9216 x 4096: 22-28 ms against 6-9 ms per matmul on an AVX-512 EPYC,
-`benchmarks/dense.py`), slower than its own float32. In bfloat16 the three matmuls (x @ w, dy @ w^T, x^T @ dy) are therefore oneDNN's
-(an XLA FFI custom call of the library `make kernels` builds, transposes read through strides),
-chosen by `lax.platform_dependent` as for the convolutions (`conv.py`): XLA's dots on GPUs, in
-float32, where the library is not built or oneDNN has only its reference loops for bfloat16, and
-under a mesh with automatic axes (where XLA's partitioner would gather the operands of an opaque
-call).
+XLA:CPU's bfloat16 matmuls of a batch of rows against a large kernel run at a quarter of oneDNN's
+speed, slower than its own float32 (AlexNet's fc6 at batch 16, forward + backward: 98 ms against
+23 ms, float32 58 ms; `python -m benchmarks.dense` on an AVX-512 EPYC). In bfloat16 the three
+matmuls (x @ w, dy @ w^T, x^T @ dy) are therefore oneDNN's (an XLA FFI custom call of the library
+`make kernels` builds, transposes read through strides), chosen by `lax.platform_dependent` as for
+the convolutions (`conv.py`): XLA's dots on GPUs, in float32 (as fast as oneDNN's there), where
+the library is not built or oneDNN has only its reference loops for bfloat16, and under a mesh
+with automatic axes (where XLA's partitioner would gather the operands of an opaque call).
 """
 
 from __future__ import annotations
