@@ -23,18 +23,20 @@ setup-gpu:
 	$(PY) -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
 	touch $(VENV)/.installed
 
-# oneDNN convolutions, max pooling and bfloat16 dense matmuls, and BatchNorm's passes, for CPU (cnn_jax/kernels): compiled against the onednn wheels
-# that requirements.txt installs into $(VENV) and jaxlib's XLA FFI headers. If it cannot be built,
-# every convolution and pooling stays XLA's (and tests/test_kernels*.py skip).
+# oneDNN convolutions, max pooling and bfloat16 dense matmuls, and BatchNorm's passes, for CPU
+# (cnn_jax/kernels): compiled against the onednn wheels that requirements.txt installs into $(VENV)
+# and jaxlib's XLA FFI headers. If it cannot be built, every convolution, pooling and dense layer
+# stays XLA's (and tests/test_kernels*.py skip).
 KERNELS := cnn_jax/kernels/libonednn_conv.so
 VENV_DIR = $(abspath $(VENV))
 kernels: $(VENV)/.installed
 	@$(MAKE) --no-print-directory $(KERNELS) || echo "make kernels: could not build $(KERNELS)" \
 	  "(needs g++ and the onednn wheels of requirements.txt, x86-64 Linux);" \
-	  "convolutions and pooling stay XLA's."
+	  "convolutions, pooling and dense layers stay XLA's."
 
-$(KERNELS): cnn_jax/kernels/onednn_conv.cc cnn_jax/kernels/onednn_pool.cc cnn_jax/kernels/onednn_matmul.cc \
-  cnn_jax/kernels/batch_norm.cc cnn_jax/kernels/onednn_common.h $(VENV)/.installed
+$(KERNELS): cnn_jax/kernels/onednn_conv.cc cnn_jax/kernels/onednn_pool.cc \
+  cnn_jax/kernels/onednn_matmul.cc cnn_jax/kernels/batch_norm.cc cnn_jax/kernels/onednn_common.h \
+  $(VENV)/.installed
 	g++ -O3 -std=c++17 -shared -fPIC -fopenmp -Wall -o $@.tmp $(filter %.cc,$^) \
 	  -isystem "$$($(PY) -c 'import jax; print(jax.ffi.include_dir())')" -isystem $(VENV_DIR)/include \
 	  -L$(VENV_DIR)/lib -ldnnl -Wl,-rpath,$(VENV_DIR)/lib

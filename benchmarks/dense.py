@@ -6,10 +6,9 @@ bfloat16), and PyTorch.
 Forward + backward (input and kernel gradients of the sum of squares of the output) of the models'
 large fully connected layers, x @ w with w of shape (in, out). Fastest wall time of `repeats`
 interleaved calls (`benchmarks.conv_block.fastest`), freed memory kept (`cnn_jax.host_memory`) as
-in training. PyTorch runs `torch.nn.functional.linear` with
-autograd on tensors of the same dtype, with as many threads as the kernel uses. In float32 the
-kernels' path is XLA's dot too (its kernel gradient computed in (in, out) layout). Prints a Markdown
-table.
+in training. PyTorch runs `torch.nn.functional.linear` with autograd on tensors of the same dtype,
+with as many threads as the kernel uses. In float32 the kernels' path is XLA's dot too (its kernel
+gradient computed in (in, out) layout). Prints a Markdown table.
 """
 
 from __future__ import annotations
