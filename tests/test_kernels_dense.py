@@ -117,7 +117,8 @@ def test_bfloat16_dense_lowers_to_three_onednn_matmuls_and_float32_to_none():
 @ONEDNN
 def test_under_a_data_parallel_mesh_the_dense_layer_stays_xlas(run_on_host_devices):
   """With automatic mesh axes XLA's partitioner would gather the operands of an opaque call: the
-  matmul is XLA's there, and its values equal the single-device oneDNN result."""
+  matmul is XLA's there. Its values are checked against the single-device oneDNN call: two
+  implementations (XLA's dot, oneDNN's matmul), to bf16 rounding."""
   run_on_host_devices('''
       import jax, jax.numpy as jnp, numpy as np
       from cnn_jax import kernels

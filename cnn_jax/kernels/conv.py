@@ -49,6 +49,19 @@ def unavailable_reason():
   return _library()[1]
 
 
+def register_targets(targets: dict[str, str]):
+  """The kernel library with `targets` (FFI target name -> exported handler symbol) registered
+  for CPU, or None where it is not built or was built before those handlers (`make kernels`)."""
+  if unavailable_reason() is not None:
+    return None
+  lib = ctypes.CDLL(LIBRARY)
+  if not all(hasattr(lib, symbol) for symbol in targets.values()):
+    return None
+  for name, symbol in targets.items():
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+  return lib
+
+
 @functools.cache
 def supports(dtype) -> bool:
   """Whether the oneDNN path runs convolutions of `dtype` (float32, or bfloat16 where oneDNN
@@ -134,10 +147,16 @@ def batch_axes(batch_size: int, exclude: tuple[str, ...] = ()) -> tuple[str, ...
   """The current mesh's automatic axes of size > 1 (less `exclude`) that split a batch of
   `batch_size` evenly, or () where there are none or they do not divide it."""
   mesh = jax.sharding.get_abstract_mesh()
-  axes = () if mesh.empty else tuple(
-      name for name, kind in zip(mesh.axis_names, mesh.axis_types)
-      if name not in exclude and kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
+  axes = tuple(name for name in auto_axes() if name not in exclude)
   return () if batch_size % math.prod(mesh.shape[name] for name in axes) else axes
+
+
+def auto_axes() -> tuple[str, ...]:
+  """The current mesh's automatic axes of size > 1 (none outside a mesh)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return () if mesh.empty else tuple(
+      name for name, kind in zip(mesh.axis_names, mesh.axis_types)
+      if kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1)
 
 
 def split_batch(local, x, *replicated):

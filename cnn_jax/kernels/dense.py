@@ -23,7 +23,6 @@ with automatic axes (where XLA's partitioner would gather the operands of an opa
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import jax
@@ -40,13 +39,7 @@ _TARGET = 'cnn_jax_onednn_matmul'
 @functools.cache
 def _library():
   """The kernel library with the matmul target registered, or None."""
-  if conv.unavailable_reason() is not None:
-    return None
-  lib = ctypes.CDLL(conv.LIBRARY)
-  if not hasattr(lib, 'OnednnMatmul'):
-    return None
-  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.OnednnMatmul), platform='cpu')
-  return lib
+  return conv.register_targets({_TARGET: 'OnednnMatmul'})
 
 
 @functools.cache
@@ -56,13 +49,6 @@ def supports(dtype) -> bool:
   lib = _library()
   return (lib is not None and jnp.dtype(dtype) == jnp.bfloat16
           and bool(lib.OnednnMatmulSupports(1)))
-
-
-def _partitioned() -> bool:
-  """Whether the current mesh has automatic axes of size > 1."""
-  mesh = jax.sharding.get_abstract_mesh()
-  return not mesh.empty and any(kind == jax.sharding.AxisType.Auto and mesh.shape[name] > 1
-                                for name, kind in zip(mesh.axis_names, mesh.axis_types))
 
 
 def promote_dtype(args, /, *, dtype=None, inexact=True):
@@ -137,7 +123,7 @@ def _matmul(x, w, precision):
   options = {'precision': precision, 'w_dtype': jnp.dtype(w.dtype)}
   xla = functools.partial(_xla_matmul, **options)
   if (not supports(x.dtype) or jnp.dtype(w.dtype) not in (jnp.float32, jnp.bfloat16)
-      or _partitioned() or 0 in (*x.shape, *w.shape)):
+      or conv.auto_axes() or 0 in (*x.shape, *w.shape)):
     return xla(x, w).reshape(y_shape)
   return lax.platform_dependent(x, w, cpu=functools.partial(_onednn_matmul, **options),
                                 default=xla).reshape(y_shape)

@@ -21,7 +21,6 @@ whole batch's: under a mesh each device sums its share and the sums are added ac
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 from typing import NamedTuple
@@ -94,15 +93,8 @@ def _jnp_ops(activation, dtype) -> _Ops:
 @functools.cache
 def _library():
   """The kernel library with the BatchNorm targets registered, or None."""
-  if conv.unavailable_reason() is not None:
-    return None
-  lib = ctypes.CDLL(conv.LIBRARY)
-  if not all(hasattr(lib, symbol) for symbol in _TARGETS.values()):
-    return None  # built before batch_norm.cc: `make kernels` rebuilds it
-  for kind, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f'cnn_jax_batch_norm_{kind}',
-                                jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
-  return lib
+  return conv.register_targets({f'cnn_jax_batch_norm_{kind}': symbol
+                                for kind, symbol in _TARGETS.items()})
 
 
 def _kernel_takes(x) -> bool:

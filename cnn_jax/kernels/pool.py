@@ -39,15 +39,11 @@ _TARGETS = {'max_pool_forward': 'OnednnMaxPoolForward',
 @functools.cache
 def _library():
   """The kernel library with the pooling targets registered, or the reason it is unusable."""
-  reason = conv.unavailable_reason()
-  if reason is not None:
-    return None, reason
-  lib = ctypes.CDLL(conv.LIBRARY)
-  if not all(hasattr(lib, symbol) for symbol in _TARGETS.values()):
-    return None, f'{conv.LIBRARY} has no pooling (built before it): run `make kernels`'
-  for kind, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f'cnn_jax_onednn_{kind}',
-                                jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+  lib = conv.register_targets({f'cnn_jax_onednn_{kind}': symbol
+                               for kind, symbol in _TARGETS.items()})
+  if lib is None:
+    return None, (conv.unavailable_reason()
+                  or f'{conv.LIBRARY} has no pooling (built before it): run `make kernels`')
   lib.OnednnMaxPoolWorkspaceBytes.restype = ctypes.c_int64
   lib.OnednnMaxPoolWorkspaceBytes.argtypes = (ctypes.c_int, ctypes.c_int64)
   return lib, None
